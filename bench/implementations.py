@@ -1,0 +1,666 @@
+"""The parent side of every implementation under test, each behind the same small interface.
+
+An implementation starts one child that serves `benchmod`, hands out zero-argument callables
+that do one operation of a case (`op_<case>`), and stops its child again. Each class shows how
+that library would idiomatically be used for the case, so a reader can check the comparison is
+fair. Where a library cannot do a case, its `op_` raises NotApplicable with the reason.
+
+Ownership: an implementation owns its child process from `start()` to `close()`. `close()` is
+idempotent, never raises, and leaves no process behind: every wait has a timeout, after which
+the child is killed and reaped.
+"""
+
+import multiprocessing
+import multiprocessing.managers
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+import numpy
+
+import peer_servers
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+SERVERS = os.path.join(BENCH_DIR, 'peer_servers.py')
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 5
+MAX_CALLBACKS_PER_CALL = 100
+CALLBACK_ARG = 7
+
+
+class NotApplicable(Exception):
+    """The implementation has no way to do this case; the message says why."""
+
+
+class RemoteFailure(Exception):
+    """A message-passing child reported an exception."""
+
+
+def parent_fn(x):
+    """The parent function the child calls in the callback case."""
+    return x + 1
+
+
+def stop_popen(proc):
+    """End a subprocess.Popen child: wait briefly for it to exit by itself, then kill and reap."""
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def stop_mp_process(proc):
+    """End a multiprocessing.Process child the same way."""
+    if proc is None:
+        return
+    proc.join(STOP_TIMEOUT_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(STOP_TIMEOUT_S)
+
+
+class Implementation:
+    """Base: the interface run.py drives. Subclasses fill in start/close and the op_ methods.
+
+    `start_methods` lists the ways the child can be started for the start-up case; the first is
+    used for every other case. `notes` maps a case key to a remark shown in that case's row.
+    """
+
+    name = '?'
+    role = 'peer'
+    start_methods = ('subprocess',)
+    notes = {}
+
+    def unavailable_reason(self):
+        """None when the library can be used here, else why not (shown in every row)."""
+        return None
+
+    def start(self, method):
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+    def child_pid(self):
+        raise NotImplementedError
+
+    def crash(self):
+        """Make the child die inside a call (benchmod.crash) and return once the parent has
+        seen the failure. Raises RuntimeError if the call returned normally."""
+        try:
+            self.call_crash()
+        except Exception:
+            return
+        raise RuntimeError('the child survived benchmod.crash()')
+
+    def call_crash(self):
+        raise NotImplementedError
+
+    def restart(self, method):
+        """After a crash: a new child, ready for calls. Peers have no restart of their own."""
+        self.close()
+        self.start(method)
+
+    def op_callback(self):
+        raise NotApplicable('no callbacks into the parent')
+
+
+# ---------------------------------------------------------------------------------------------
+class ProcessIsolation(Implementation):
+    """This project: IsolationContext + load_module, calls through proxies."""
+
+    name = 'process_isolation'
+    role = 'ours'
+    start_methods = ('fork', 'forkserver', 'spawn')
+
+    def __init__(self):
+        self.ctx = None
+        self.mod = None
+
+    def unavailable_reason(self):
+        try:
+            from process_isolation import IsolationContext  # noqa: F401
+        except Exception as error:
+            return f'{type(error).__name__}: {error}'
+        return None
+
+    def start(self, method):
+        from process_isolation import IsolationContext
+        self.ctx = IsolationContext(start_method=method, paths=[BENCH_DIR])
+        self.mod = self.ctx.load_module('benchmod')
+
+    def close(self):
+        ctx, self.ctx, self.mod = self.ctx, None, None
+        if ctx is not None:
+            try:
+                ctx.terminate()
+            except Exception as error:
+                print(f'  process_isolation: terminate failed: {error!r}', file=sys.stderr)
+
+    def child_pid(self):
+        return self.ctx.pid
+
+    def call_crash(self):
+        self.mod.crash()
+
+    def restart(self, method):
+        self.ctx.restart()
+        self.mod = self.ctx.load_module('benchmod')
+
+    def op_first_result(self):
+        return self.mod.f(1)
+
+    def op_noop(self):
+        return self.mod.noop
+
+    def op_attr_call(self):
+        mod = self.mod
+        return lambda x=1: mod.f(x)
+
+    def op_mixed(self):
+        mod = self.mod
+        return lambda: mod.mixed(1, 'two', c=[3.0, None, (4, b'five')])
+
+    def op_callback(self):
+        mod = self.mod
+        return lambda: mod.call_back(parent_fn, CALLBACK_ARG)
+
+    def op_iter_list(self, n):
+        mod = self.mod
+        return lambda: sum(1 for _ in mod.make_list(n))
+
+    def op_bytes_to_parent(self, n):
+        mod = self.mod
+        return lambda: mod.make_bytes(n)
+
+    def op_bytes_to_child(self, n):
+        mod, data = self.mod, b'x' * n
+        return lambda: mod.take(data)
+
+    def op_array_to_parent(self, n):
+        from process_isolation import byvalue, isproxy
+        mod = self.mod
+
+        def fetch():
+            array = mod.make_array(n)
+            return byvalue(array) if isproxy(array) else array
+        return fetch
+
+    def op_array_to_child(self, n):
+        mod, array = self.mod, numpy.full(n, 2.5)
+        return lambda: mod.take(array)
+
+
+# ---------------------------------------------------------------------------------------------
+class RPyC(Implementation):
+    """RPyC classic: a child interpreter serving SlaveService over a socketpair; `conn.modules`."""
+
+    name = 'RPyC'
+    notes = {
+        'iter_list': 'the list stays remote (netref): one round trip per item',
+        'array_to_parent': 'rpyc.classic.obtain() (pickle)',
+        'array_to_child': 'rpyc.classic.deliver() (pickle)',
+        'startup': 'python subprocess + import rpyc',
+    }
+
+    def __init__(self):
+        self.proc = None
+        self.conn = None
+        self.mod = None
+
+    def unavailable_reason(self):
+        try:
+            import rpyc  # noqa: F401
+        except ImportError as error:
+            return f'ImportError: {error}'
+        return None
+
+    def start(self, method):
+        import rpyc
+        from rpyc.core.stream import SocketStream
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            fd = child_sock.fileno()
+            self.proc = subprocess.Popen([sys.executable, SERVERS, 'rpyc', str(fd)],
+                                         pass_fds=[fd], stdin=subprocess.DEVNULL)
+        finally:
+            child_sock.close()
+        self.conn = rpyc.classic.connect_stream(SocketStream(parent_sock))
+        self.mod = self.conn.modules.benchmod
+
+    def close(self):
+        conn, proc = self.conn, self.proc
+        self.conn = self.proc = self.mod = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass  # the child may be gone already
+        stop_popen(proc)
+
+    def child_pid(self):
+        return self.proc.pid
+
+    def call_crash(self):
+        self.mod.crash()
+
+    def op_first_result(self):
+        return self.mod.f(1)
+
+    def op_noop(self):
+        return self.mod.noop
+
+    def op_attr_call(self):
+        mod = self.mod
+        return lambda x=1: mod.f(x)
+
+    def op_mixed(self):
+        mod = self.mod
+        return lambda: mod.mixed(1, 'two', c=[3.0, None, (4, b'five')])
+
+    def op_callback(self):
+        mod = self.mod
+        return lambda: mod.call_back(parent_fn, CALLBACK_ARG)
+
+    def op_iter_list(self, n):
+        mod = self.mod
+        return lambda: sum(1 for _ in mod.make_list(n))
+
+    def op_bytes_to_parent(self, n):
+        mod = self.mod
+        return lambda: mod.make_bytes(n)
+
+    def op_bytes_to_child(self, n):
+        mod, data = self.mod, b'x' * n
+        return lambda: mod.take(data)
+
+    def op_array_to_parent(self, n):
+        from rpyc.utils.classic import obtain
+        mod = self.mod
+        return lambda: obtain(mod.make_array(n))
+
+    def op_array_to_child(self, n):
+        from rpyc.utils.classic import deliver
+        conn, mod, array = self.conn, self.mod, numpy.full(n, 2.5)
+        return lambda: mod.take(deliver(conn, array))
+
+
+# ---------------------------------------------------------------------------------------------
+class BenchManager(multiprocessing.managers.BaseManager):
+    """A manager whose server process holds one registered BenchService."""
+
+
+BenchManager.register('Bench', callable=peer_servers.BenchService)
+
+
+class Managers(Implementation):
+    """multiprocessing.managers: a BaseManager server process with a registered object."""
+
+    name = 'mp.managers'
+    start_methods = ('fork', 'forkserver', 'spawn')
+    notes = {
+        'attr_call': 'method call on the proxy: no remote attribute lookup',
+        'iter_list': 'the list is returned by value (pickle)',
+    }
+
+    def __init__(self):
+        self.manager = None
+        self.obj = None
+
+    def start(self, method):
+        self.manager = BenchManager(ctx=multiprocessing.get_context(method))
+        self.manager.start()
+        self.obj = self.manager.Bench()
+
+    def close(self):
+        manager, self.manager, self.obj = self.manager, None, None
+        if manager is None:
+            return
+        process = getattr(manager, '_process', None)
+        try:
+            manager.shutdown()  # joins its server with timeouts, then terminates it
+        except Exception:
+            pass  # the server may be gone already
+        if process is not None and process.is_alive():
+            stop_mp_process(process)
+
+    def child_pid(self):
+        return self.obj.getpid()
+
+    def call_crash(self):
+        self.obj.crash()
+
+    def op_first_result(self):
+        return self.obj.f(1)
+
+    def op_noop(self):
+        return self.obj.noop
+
+    def op_attr_call(self):
+        obj = self.obj
+        return lambda x=1: obj.f(x)
+
+    def op_mixed(self):
+        obj = self.obj
+        return lambda: obj.mixed(1, 'two', c=[3.0, None, (4, b'five')])
+
+    def op_iter_list(self, n):
+        obj = self.obj
+        return lambda: sum(1 for _ in obj.make_list(n))
+
+    def op_bytes_to_parent(self, n):
+        obj = self.obj
+        return lambda: obj.make_bytes(n)
+
+    def op_bytes_to_child(self, n):
+        obj, data = self.obj, b'x' * n
+        return lambda: obj.take(data)
+
+    def op_array_to_parent(self, n):
+        obj = self.obj
+        return lambda: obj.make_array(n)
+
+    def op_array_to_child(self, n):
+        obj, array = self.obj, numpy.full(n, 2.5)
+        return lambda: obj.take(array)
+
+
+# ---------------------------------------------------------------------------------------------
+class Pyro5Peer(Implementation):
+    """Pyro5: a child interpreter running a Daemon on a Unix socket; marshal serializer."""
+
+    name = 'Pyro5'
+    notes = {
+        'attr_call': 'method call on the proxy: no remote attribute lookup',
+        'callback': 'parent runs a Daemon thread; the child holds a proxy set once',
+        'iter_list': 'the list is returned by value (marshal)',
+        'array_to_parent': 'no ndarray support: tobytes() + numpy.frombuffer',
+        'array_to_child': 'no ndarray support: tobytes() + numpy.frombuffer',
+        'startup': 'python subprocess + Daemon on a Unix socket + connect',
+    }
+
+    def __init__(self):
+        self.proc = None
+        self.proxy = None
+        self.tmpdir = None
+        self.callback_daemon = None
+        self.callback_thread = None
+
+    def unavailable_reason(self):
+        try:
+            import Pyro5.api  # noqa: F401
+        except ImportError as error:
+            return f'ImportError: {error}'
+        return None
+
+    def start(self, method):
+        import Pyro5.api
+        Pyro5.api.config.SERIALIZER = 'marshal'
+        self.tmpdir = tempfile.TemporaryDirectory(prefix='bench-pyro5-')
+        path = os.path.join(self.tmpdir.name, 'bench.sock')
+        ready_read, ready_write = os.pipe()
+        try:
+            # stdin is a pipe the child watches: closing our end (or dying) ends the child.
+            self.proc = subprocess.Popen(
+                [sys.executable, SERVERS, 'pyro5', path, str(ready_write)],
+                pass_fds=[ready_write], stdin=subprocess.PIPE)
+            os.close(ready_write)
+            ready, _, _ = select.select([ready_read], [], [], START_TIMEOUT_S)
+            if not ready or os.read(ready_read, 1) != b'r':
+                raise RuntimeError('the Pyro5 daemon did not become ready')
+        finally:
+            os.close(ready_read)
+        self.proxy = Pyro5.api.Proxy(f'PYRO:bench@./u:{path}')
+
+    def close(self):
+        proxy, proc, tmpdir = self.proxy, self.proc, self.tmpdir
+        self.proxy = self.proc = self.tmpdir = None
+        if proxy is not None:
+            try:
+                proxy._pyroRelease()
+            except Exception:
+                pass  # the child may be gone already
+        self.stop_callback_daemon()
+        if proc is not None:
+            proc.stdin.close()
+            stop_popen(proc)
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+    def stop_callback_daemon(self):
+        daemon, thread = self.callback_daemon, self.callback_thread
+        self.callback_daemon = self.callback_thread = None
+        if daemon is not None:
+            daemon.shutdown()
+            thread.join(STOP_TIMEOUT_S)
+
+    def child_pid(self):
+        return self.proc.pid
+
+    def call_crash(self):
+        self.proxy.crash()
+
+    def op_first_result(self):
+        return self.proxy.f(1)
+
+    def op_noop(self):
+        return self.proxy.noop
+
+    def op_attr_call(self):
+        proxy = self.proxy
+        return lambda x=1: proxy.f(x)
+
+    def op_mixed(self):
+        proxy = self.proxy
+        return lambda: proxy.mixed(1, 'two', c=[3.0, None, (4, b'five')])
+
+    def op_callback(self):
+        import Pyro5.api
+
+        @Pyro5.api.expose
+        class ParentCallback:
+            def call(self, x):
+                return parent_fn(x)
+
+        path = os.path.join(self.tmpdir.name, 'callback.sock')
+        self.callback_daemon = Pyro5.api.Daemon(unixsocket=path)
+        uri = self.callback_daemon.register(ParentCallback())
+        self.callback_thread = threading.Thread(target=self.callback_daemon.requestLoop,
+                                                daemon=True)
+        self.callback_thread.start()
+        self.proxy.set_callback(Pyro5.api.Proxy(uri))
+        proxy = self.proxy
+        return lambda: proxy.call_held_callback(CALLBACK_ARG)
+
+    def op_iter_list(self, n):
+        proxy = self.proxy
+        return lambda: sum(1 for _ in proxy.make_list(n))
+
+    def op_bytes_to_parent(self, n):
+        proxy = self.proxy
+        return lambda: proxy.make_bytes(n)
+
+    def op_bytes_to_child(self, n):
+        proxy, data = self.proxy, b'x' * n
+        return lambda: proxy.take(data)
+
+    def op_array_to_parent(self, n):
+        proxy = self.proxy
+        return lambda: numpy.frombuffer(proxy.make_array_bytes(n), dtype=numpy.float64)
+
+    def op_array_to_child(self, n):
+        proxy, array = self.proxy, numpy.full(n, 2.5)
+        return lambda: proxy.take_array_bytes(array.tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+class MessagePeer(Implementation):
+    """Base for the message-passing peers: ``(name, args)`` requests to peer_servers."""
+
+    notes = {
+        'noop': 'hand-written message loop',
+        'attr_call': 'a message naming the function: no remote attribute lookup',
+        'callback': 'the child sends a callback message and waits for the answer',
+        'iter_list': 'the list is returned by value',
+    }
+
+    def send(self, message):
+        raise NotImplementedError
+
+    def receive(self):
+        raise NotImplementedError
+
+    def request(self, name, *args):
+        """Send one request and serve callbacks until its reply arrives."""
+        self.send((name, args))
+        for _ in range(MAX_CALLBACKS_PER_CALL):
+            kind, value = self.receive()
+            if kind == 'ok':
+                return value
+            if kind == 'error':
+                raise RemoteFailure(value)
+            if kind != 'callback':
+                raise RemoteFailure(f'unexpected message {kind!r}')
+            self.send(('result', parent_fn(value)))
+        raise RemoteFailure('too many callbacks in one call')
+
+    def child_pid(self):
+        return self.request('getpid')
+
+    def call_crash(self):
+        self.request('crash')
+
+    def op_first_result(self):
+        return self.request('f', 1)
+
+    def op_noop(self):
+        return lambda: self.request('noop')
+
+    def op_attr_call(self):
+        return lambda x=1: self.request('f', x)
+
+    def op_mixed(self):
+        return lambda: self.request('mixed', 1, 'two', [3.0, None, (4, b'five')])
+
+    def op_callback(self):
+        return lambda: self.request('call_back', CALLBACK_ARG)
+
+    def op_iter_list(self, n):
+        return lambda: sum(1 for _ in self.request('make_list', n))
+
+    def op_bytes_to_parent(self, n):
+        return lambda: self.request('make_bytes', n)
+
+    def op_bytes_to_child(self, n):
+        data = b'x' * n
+        return lambda: self.request('take', data)
+
+
+class PipePingPong(MessagePeer):
+    """The pure-Python floor: a multiprocessing.Process child and a multiprocessing.Pipe."""
+
+    name = 'mp.Pipe ping-pong'
+    start_methods = ('fork', 'forkserver', 'spawn')
+
+    def __init__(self):
+        self.conn = None
+        self.proc = None
+
+    def start(self, method):
+        context = multiprocessing.get_context(method)
+        self.conn, child_conn = context.Pipe()
+        self.proc = context.Process(target=peer_servers.serve_pipe, args=(child_conn,),
+                                    daemon=True)
+        self.proc.start()
+        child_conn.close()
+
+    def close(self):
+        conn, proc = self.conn, self.proc
+        self.conn = self.proc = None
+        if conn is not None:
+            conn.close()
+        stop_mp_process(proc)
+
+    def send(self, message):
+        self.conn.send(message)
+
+    def receive(self):
+        return self.conn.recv()
+
+    def op_array_to_parent(self, n):
+        return lambda: self.request('make_array', n)
+
+    def op_array_to_child(self, n):
+        array = numpy.full(n, 2.5)
+        return lambda: self.request('take', array)
+
+
+EXECNET_SOURCE = '''
+import sys
+sys.path.insert(0, {bench_dir!r})
+import peer_servers
+peer_servers.serve_execnet_channel(channel)
+'''
+
+
+class Execnet(MessagePeer):
+    """execnet: a popen gateway and a remote_exec channel running the message loop."""
+
+    name = 'execnet'
+    notes = dict(MessagePeer.notes, **{
+        'array_to_parent': 'no ndarray support: tobytes() + numpy.frombuffer',
+        'array_to_child': 'no ndarray support: tobytes() + numpy.frombuffer',
+        'startup': 'popen gateway (python subprocess) + remote_exec',
+    })
+
+    def __init__(self):
+        self.group = None
+        self.channel = None
+
+    def unavailable_reason(self):
+        try:
+            import execnet  # noqa: F401
+        except ImportError as error:
+            return f'ImportError: {error}'
+        return None
+
+    def start(self, method):
+        import execnet
+        self.group = execnet.Group()
+        gateway = self.group.makegateway(f'popen//python={sys.executable}')
+        self.channel = gateway.remote_exec(EXECNET_SOURCE.format(bench_dir=BENCH_DIR))
+
+    def close(self):
+        group, channel = self.group, self.channel
+        self.group = self.channel = None
+        if channel is not None:
+            try:
+                channel.close()
+            except Exception:
+                pass  # the gateway may be gone already
+        if group is not None:
+            group.terminate(timeout=STOP_TIMEOUT_S)
+
+    def send(self, message):
+        self.channel.send(message)
+
+    def receive(self):
+        return self.channel.receive(timeout=None)
+
+    def op_array_to_parent(self, n):
+        return lambda: numpy.frombuffer(self.request('make_array_bytes', n),
+                                        dtype=numpy.float64)
+
+    def op_array_to_child(self, n):
+        array = numpy.full(n, 2.5)
+        return lambda: self.request('take_array_bytes', array.tobytes())
+
+
+ALL = (ProcessIsolation, RPyC, Managers, Pyro5Peer, Execnet, PipePingPong)

@@ -1,0 +1,419 @@
+"""Run every benchmark case for this project, its peers and the floor; write RESULTS.md + a plot.
+
+    python bench/run.py            full run (several minutes; 1,000,000 calls in the memory case)
+    python bench/run.py --quick    short smoke run
+
+Output: bench/RESULTS.md and bench/results.png (see bench/README.md for what each case means).
+Never run by the tests. Each case of each implementation runs under a deadline; every child is
+stopped (and killed after a timeout) before the next implementation starts, even on error.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+if BENCH_DIR not in sys.path:
+    sys.path.insert(0, BENCH_DIR)
+
+import numpy  # noqa: E402
+
+import floor  # noqa: E402
+import implementations  # noqa: E402
+import measure  # noqa: E402
+import report  # noqa: E402
+from cases import CASES  # noqa: E402
+from implementations import NotApplicable  # noqa: E402
+from measure import DeadlineExceeded, deadline  # noqa: E402
+from report import MemoryRow, Row  # noqa: E402
+
+FULL = dict(
+    call_reps=21,          # samples per fast-call case
+    batch_target_s=0.05,   # a fast-call sample lasts about this long
+    scaled_reps=11,        # samples per transfer / iteration case
+    budget_s=2.0,          # a transfer sample longer than this is measured at a smaller size
+    startup_reps=11,       # start-ups per start method
+    crash_reps=7,          # crash + restart cycles
+    fork_reps=50,          # bare fork references
+    memory_calls=1_000_000,
+    rtt_iters=20_000,      # floor round trips per sample
+    case_timeout_s=300,    # deadline for one case of one implementation
+)
+QUICK = dict(
+    call_reps=5, batch_target_s=0.01, scaled_reps=3, budget_s=0.25, startup_reps=3,
+    crash_reps=3, fork_reps=10, memory_calls=2_000, rtt_iters=2_000, case_timeout_s=120,
+)
+MEMORY_WARMUP_CALLS = 1_000
+
+
+def describe(error):
+    text = f'{type(error).__name__}: {error}'.strip().rstrip(':')
+    return ' '.join(text.split())[:200]
+
+
+def log(message):
+    print(message, flush=True)
+
+
+# --- checks of the first result --------------------------------------------------------------
+
+def check_result(case, result, size):
+    """Check one result of a case's operation; return a note for the row ('' if none).
+
+    Raises AssertionError when the result is wrong (the row then reports a failure)."""
+    kind = case.check
+    if kind == 'two':
+        assert result == 2, result
+    elif kind == 'mixed':
+        assert tuple(result) == (1, 3, False), result
+    elif kind == 'callback':
+        assert result == implementations.parent_fn(implementations.CALLBACK_ARG), result
+    elif kind == 'count':
+        assert result == size, result
+    elif kind == 'bytes':
+        assert isinstance(result, bytes) and len(result) == size, type(result)
+    elif kind == 'array':
+        assert isinstance(result, numpy.ndarray) and result.size == size, type(result)
+    elif kind.startswith('taken:'):
+        length, type_name = result
+        assert length == size, result
+        expected = kind.split(':', 1)[1]
+        if type_name != expected:
+            return f'the child received a {type_name}, not the data: no transfer measured'
+    return ''
+
+
+# --- the floor -------------------------------------------------------------------------------
+
+def measure_floor(cfg, rows, problems):
+    """Floor and reference rows for every case, measured now."""
+    try:
+        with floor.FloorProgram() as program:
+            rtt = program.round_trip(cfg['rtt_iters'], cfg['call_reps'])
+            rtt_one_cpu = program.round_trip(cfg['rtt_iters'], cfg['call_reps'], cpu=0)
+            log(f'floor: 64-byte round trip {report.format_time(numpy.median(rtt))}, '
+                f'both on one CPU {report.format_time(numpy.median(rtt_one_cpu))}')
+            for case in CASES:
+                if case.round_trips:
+                    n = case.round_trips
+                    what = '64-byte socketpair round trip (C)' + (f' × {n}' if n > 1 else '')
+                    rows.append(Row(case.key, 'floor: ' + what, 'floor',
+                                    samples=[s * n for s in rtt]))
+                    rows.append(Row(case.key, 'the same, both processes pinned to one CPU',
+                                    'reference', samples=[s * n for s in rtt_one_cpu]))
+                elif case.nbytes:
+                    reps = cfg['scaled_reps']
+                    rows.append(Row(case.key, 'floor: memcpy (C)', 'floor',
+                                    samples=program.memcpy(case.nbytes, reps)))
+                    rows.append(Row(case.key, 'socketpair stream, one way (C)', 'reference',
+                                    samples=program.stream(case.nbytes, reps)))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        problems.append(f'floor program: {describe(error)}')
+        for case in CASES:
+            if case.round_trips or case.nbytes:
+                rows.append(Row(case.key, 'floor (C)', 'floor',
+                                status=f'not available: {describe(error)}'))
+
+    samples = measure.sample_each(floor.fork_exit_wait, cfg['fork_reps'], warmup=2)
+    log(f'reference: bare fork + exit + wait {report.format_time(numpy.median(samples))}')
+    for key in ('startup', 'crash_restart'):
+        rows.append(Row(key, 'reference: bare os.fork + os._exit + os.waitpid (Python)',
+                        'floor', samples=list(samples)))
+
+
+# --- one implementation ----------------------------------------------------------------------
+
+def run_call_case(impl, case, cfg):
+    op = getattr(impl, 'op_' + case.op)()
+    note = check_result(case, op(), case.size)
+    samples = measure.sample_calls(op, cfg['call_reps'], cfg['batch_target_s'])
+    return samples, [note] if note else []
+
+
+def choose_size(make_op, case, cfg):
+    """The size to measure a scaled case at: the full size, or a smaller power-of-two fraction
+    of it when one operation at full size is estimated to take longer than the budget."""
+    probe_size = max(case.min_size, case.size // 64)
+    op = make_op(probe_size)
+    op()
+    start = time.perf_counter()
+    op()
+    estimate = (time.perf_counter() - start) * case.size / probe_size
+    size = case.size
+    while estimate > cfg['budget_s'] and size // 2 >= case.min_size:
+        size //= 2
+        estimate /= 2
+    return size
+
+
+def run_scaled_case(impl, case, cfg):
+    make_op = getattr(impl, 'op_' + case.op)
+    size = choose_size(make_op, case, cfg)
+    op = make_op(size)
+    note = check_result(case, op(), size)
+    samples = measure.sample_calls(op, cfg['scaled_reps'], cfg['batch_target_s'])
+    notes = [note] if note else []
+    if size != case.size:
+        factor = case.size / size
+        samples = [s * factor for s in samples]
+        notes.append(f'scaled from {size:,} to {case.size:,} (× {factor:g}): over the '
+                     f"{cfg['budget_s']:g} s budget")
+    return samples, notes
+
+
+def run_steady_cases(impl, cfg, rows, problems):
+    """The call, transfer and iteration cases, on one child started with the first method."""
+    method = impl.start_methods[0]
+    started = False
+    for case in CASES:
+        if case.kind not in ('call', 'scaled'):
+            continue
+        row = Row(case.key, impl.name, impl.role)
+        rows.append(row)
+        notes = []
+        try:
+            with deadline(cfg['case_timeout_s'], f'{impl.name} {case.key}'):
+                if not started:
+                    impl.start(method)
+                    started = True
+                run = run_call_case if case.kind == 'call' else run_scaled_case
+                row.samples, notes = run(impl, case, cfg)
+        except NotApplicable as reason:
+            row.status = f'n/a: {reason}'
+        except (Exception, DeadlineExceeded) as error:
+            row.status = f'failed: {describe(error)}'
+            problems.append(f'{impl.name} {case.key}: {describe(error)}')
+            traceback.print_exc()
+            impl.close()   # the child may be wedged: the next case starts a new one
+            started = False
+        row.notes = notes + [impl.notes[key] for key in (case.key, case.op) if key in impl.notes]
+        log(f'  {case.key:22} {summary(row)}')
+    impl.close()
+
+
+def run_startup(impl, cfg, rows, problems):
+    """Start a fresh child and get its first result, `startup_reps` times per start method."""
+    for method in impl.start_methods:
+        row = Row('startup', impl.name, impl.role, method=method)
+        rows.append(row)
+        samples = []
+        try:
+            with deadline(cfg['case_timeout_s'], f'{impl.name} startup {method}'):
+                for rep in range(1 + cfg['startup_reps']):   # the first one is a warm-up
+                    start = time.perf_counter()
+                    try:
+                        impl.start(method)
+                        result = impl.op_first_result()
+                        elapsed = time.perf_counter() - start
+                    finally:
+                        impl.close()
+                    assert result == 2, result
+                    if rep:
+                        samples.append(elapsed)
+            row.samples = samples
+        except (Exception, DeadlineExceeded) as error:
+            row.status = f'failed: {describe(error)}'
+            problems.append(f'{impl.name} startup {method}: {describe(error)}')
+            traceback.print_exc()
+        finally:
+            impl.close()
+        if 'startup' in impl.notes:
+            row.notes.append(impl.notes['startup'])
+        log(f'  startup ({method}){"":10} {summary(row)}')
+
+
+def run_crash_cycle(impl, cfg, rows, problems):
+    """Crash the child inside a call, restart, first call: timed as one cycle."""
+    method = impl.start_methods[0]
+    row = Row('crash_restart', impl.name, impl.role, method=method)
+    rows.append(row)
+    samples = []
+    try:
+        with deadline(cfg['case_timeout_s'], f'{impl.name} crash_restart'):
+            impl.start(method)
+            impl.op_first_result()
+            for rep in range(1 + cfg['crash_reps']):
+                start = time.perf_counter()
+                impl.crash()
+                impl.restart(method)
+                result = impl.op_first_result()
+                elapsed = time.perf_counter() - start
+                assert result == 2, result
+                if rep:
+                    samples.append(elapsed)
+        row.samples = samples
+        if impl.role == 'peer':
+            row.notes.append('no restart of its own: stop the dead child, start a new one')
+    except (Exception, DeadlineExceeded) as error:
+        row.status = f'failed: {describe(error)}'
+        problems.append(f'{impl.name} crash_restart: {describe(error)}')
+        traceback.print_exc()
+    finally:
+        impl.close()
+    log(f'  crash_restart{"":10} {summary(row)}')
+
+
+def run_memory(impl, cfg, memory_rows, problems):
+    """RSS of parent and child before and after many calls of mod.f(i) on one child."""
+    calls = cfg['memory_calls']
+    row = MemoryRow(impl.name, impl.role, calls=calls)
+    memory_rows.append(row)
+    try:
+        with deadline(calls * 2e-3 + 120, f'{impl.name} memory'):
+            impl.start(impl.start_methods[0])
+            op = impl.op_attr_call()
+            for i in range(MEMORY_WARMUP_CALLS):
+                op(i)
+            child = impl.child_pid()
+            measure.settle()
+            row.parent_before = measure.rss_bytes(os.getpid())
+            row.child_before = measure.rss_bytes(child)
+            start = time.perf_counter()
+            for i in range(calls):
+                op(i)
+            row.seconds = time.perf_counter() - start
+            measure.settle()
+            row.parent_after = measure.rss_bytes(os.getpid())
+            row.child_after = measure.rss_bytes(child)
+        log(f'  memory{"":17} {calls:,} calls, {report.format_time(row.seconds / calls)}/call, '
+            f'parent +{report.format_mib(row.parent_after - row.parent_before)} MiB, '
+            f'child +{report.format_mib(row.child_after - row.child_before)} MiB')
+    except (Exception, DeadlineExceeded) as error:
+        row.status = f'failed: {describe(error)}'
+        problems.append(f'{impl.name} memory: {describe(error)}')
+        traceback.print_exc()
+    finally:
+        impl.close()
+
+
+def run_implementation(impl, cfg, rows, memory_rows, problems):
+    log(f'{impl.name}:')
+    reason = impl.unavailable_reason()
+    if reason is not None:
+        status = f'not available: {reason}'
+        log(f'  {status}')
+        for case in CASES:
+            methods = impl.start_methods if case.kind == 'startup' else ('',)
+            for method in methods:
+                rows.append(Row(case.key, impl.name, impl.role, method=method, status=status))
+        memory_rows.append(MemoryRow(impl.name, impl.role, status=status))
+        return
+    try:
+        run_steady_cases(impl, cfg, rows, problems)
+        run_memory(impl, cfg, memory_rows, problems)
+        run_crash_cycle(impl, cfg, rows, problems)
+        run_startup(impl, cfg, rows, problems)
+    finally:
+        impl.close()
+    if threading.active_count() > 1:
+        names = ', '.join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        problems.append(f'{impl.name} left threads running in the parent: {names}')
+
+
+def summary(row):
+    if not row.samples:
+        return row.status
+    s = row.stats
+    text = f"{report.format_time(s['median'])} (p25–p75 {report.format_time(s['p25'])} – " \
+           f"{report.format_time(s['p75'])})"
+    return text + (f"  [{'; '.join(row.notes)}]" if row.notes else '')
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return 'not installed'
+
+
+def machine_info(argv):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+        with open('/proc/meminfo') as f:
+            memory = f'{int(f.readline().split()[1]) / (1 << 20):.1f} GiB'
+    except OSError:
+        memory = '?'
+    try:
+        commit = subprocess.run(['git', '-C', BENCH_DIR, 'rev-parse', '--short', 'HEAD'],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ''
+    packages = ', '.join(f'{name} {package_version(name)}' for name in
+                         ('process_isolation', 'rpyc', 'Pyro5', 'execnet', 'numpy', 'matplotlib'))
+    return {
+        'command': ' '.join(['python', 'bench/run.py'] + [shlex.quote(a) for a in argv]),
+        'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        'cpu': cpu,
+        'cores': f'{os.cpu_count()} (usable by this run: {len(os.sched_getaffinity(0))})',
+        'memory': memory,
+        'os': platform.platform(),
+        'python': f'{platform.python_implementation()} {platform.python_version()} '
+                  f'({sys.executable})',
+        'packages': packages,
+        'load': 'load average at start: ' + ' '.join(f'{x:.2f}' for x in os.getloadavg()),
+        'commit': commit or '(no commit)',
+    }
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true', help='short smoke run (fewer reps, '
+                        'smaller budgets, 2,000 calls in the memory case)')
+    parser.add_argument('--memory-calls', type=int, metavar='N',
+                        help='calls in the memory case (default 1,000,000; 2,000 with --quick)')
+    parser.add_argument('--only', metavar='NAMES', help='comma-separated implementation names '
+                        'to run (default: all); the floor always runs')
+    parser.add_argument('--output-dir', default=BENCH_DIR,
+                        help='where RESULTS.md and results.png go (default: bench/)')
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.memory_calls is not None:
+        cfg['memory_calls'] = max(1, args.memory_calls)
+    chosen = implementations.ALL
+    if args.only:
+        wanted = {name.strip().lower() for name in args.only.split(',')}
+        chosen = [cls for cls in chosen if cls.name.lower() in wanted]
+    info = machine_info(argv)
+    started = time.perf_counter()
+    rows, memory_rows, problems = [], [], []
+
+    log(f"{'quick' if args.quick else 'full'} run; {info['load']}")
+    measure_floor(cfg, rows, problems)
+    for cls in chosen:
+        run_implementation(cls(), cfg, rows, memory_rows, problems)
+
+    cfg['mode'] = 'quick' if args.quick else 'full'
+    cfg['wall time'] = f'{time.perf_counter() - started:.0f} s'
+    os.makedirs(args.output_dir, exist_ok=True)
+    results = os.path.join(args.output_dir, 'RESULTS.md')
+    picture = os.path.join(args.output_dir, 'results.png')
+    report.write_markdown(results, info, cfg, rows, memory_rows, problems)
+    report.plot(picture, rows, memory_rows, f"process_isolation benchmarks, {info['date']}, "
+                f"{cfg['mode']} run (bars: median; whiskers: p25–p75)")
+    log(f'wrote {results} and {picture} in {cfg["wall time"]}')
+    for problem in problems:
+        log(f'problem: {problem}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,249 @@
+# The process_isolation wire protocol.
+#
+# Two endpoints, the parent and the child, exchange `Message`s over one SOCK_STREAM Unix socket,
+# each message in the standard Cap'n Proto stream framing (see framing.h for the limits a reader
+# enforces before it allocates). The protocol is symmetric: either side may send a `Request`
+# while it is waiting for the answer to its own, and the other side serves it first (a callback
+# nests inside the call that caused it). Requests are answered strictly last-in first-out.
+#
+# Object ids. Each side keeps an export table of the objects it has handed out by reference.
+# An id is meaningful only in the table of the side that exported it: a `Value.ref` carries an
+# id of the *sender's* table, a `Value.back` and `Request.target` an id of the *receiver's*.
+# The receiver counts how many times it has been sent each id and gives the count back in a
+# `Release` when its last proxy for that id is gone; the exporter drops the object when its own
+# count of sends reaches zero. Id 0 is never used.
+#
+# Trust. The parent trusts nothing the child sends: every field below is validated where it is
+# used, and an invalid one is a protocol error that ends the child.
+
+@0xa1c8111f51d55767;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("pi::wire");
+
+struct Message {
+  # One frame on the wire.
+  union {
+    request @0 :Request;
+    # Ask the peer to do something with one of its objects. The peer answers with a `response`
+    # carrying the same `callId`, after serving any requests it sends back in the meantime.
+
+    response @1 :Response;
+    # The answer to the innermost request the receiver has outstanding.
+
+    release @2 :Release;
+    # The sender dropped its last proxies for these ids. Never answered. Sent just before the
+    # next request or response (in the same write), so releases never cost a round trip.
+
+    hello @3 :Hello;
+    # The child's first message, sent once it is ready to serve. The parent waits for it (with a
+    # deadline) before it counts the child as started.
+
+    goodbye @4 :Void;
+    # The parent asks the child to stop serving and exit with status 0. Never answered.
+  }
+}
+
+struct Hello {
+  pid @0 :Int32;
+  # The child's process id as the child sees it (differs from the parent's view in a pid
+  # namespace). Informational only.
+
+  pythonVersion @1 :Text;
+  # `sys.version` in the child. Informational only.
+}
+
+struct Request {
+  callId @0 :UInt64;
+  # Chosen by the sender, unique among its outstanding requests; echoed in the `Response`.
+
+  op @1 :Op;
+  # What to do. The receiver answers an op it does not know with a `NotImplementedError`.
+
+  target @2 :UInt64;
+  # An id in the receiver's export table: the object the op applies to. 0 for ops that have no
+  # target (`import`, `callByName`). An unknown id is answered with an error, never trusted.
+
+  name @3 :Text;
+  # The op's name argument: an attribute name, a special method name (`__add__`), a dotted
+  # module name for `import`, or `module:qualname` for `callByName`.
+
+  args @4 :List(Value);
+  # Positional arguments, decoded by the receiver before the op runs.
+
+  kwargs @5 :List(NamedValue);
+  # Keyword arguments, for the call ops.
+}
+
+enum Op {
+  # Each op's meaning, in terms of the receiver's Python objects (`t` is the target object,
+  # `a` the decoded args, `k` the decoded kwargs). The result is the response's value.
+
+  import @0;       # importlib.import_module(name), after prepending a[0] (a list of str) to sys.path
+  getattr @1;      # getattr(t, name)
+  setattr @2;      # setattr(t, name, a[0]) -> None
+  delattr @3;      # delattr(t, name) -> None
+  call @4;         # t(*a, **k)
+  callMethod @5;   # getattr(t, name)(*a, **k), in one round trip
+  repr @6;         # repr(t) -> str
+  str @7;          # str(t) -> str
+  dir @8;          # dir(t) -> list of str
+  len @9;          # len(t) -> int
+  getitem @10;     # t[a[0]]
+  setitem @11;     # t[a[0]] = a[1] -> None
+  delitem @12;     # del t[a[0]] -> None
+  contains @13;    # a[0] in t -> bool
+  iter @14;        # iter(t)
+  next @15;        # next(t); StopIteration crosses as an error
+  compare @16;     # the rich comparison `name` (__lt__, __le__, __eq__, __ne__, __gt__, __ge__)
+                   # applied as the operator would: t < a[0] and so on
+  bool @17;        # bool(t)
+  hash @18;        # hash(t) -> int
+  special @19;     # type(t).name(t, *a): a special method looked up on the type, as the
+                   # interpreter does; a NotImplemented result crosses as builtin "NotImplemented"
+  isinstance @20;  # isinstance(a[0], t) -> bool (t is a class)
+  issubclass @21;  # issubclass(a[0], t) -> bool (t is a class)
+  byvalue @22;     # pickle.dumps(t) -> Value.pickled
+  callByName @23;  # resolve name "module:qualname" in the receiver, call it with (*a, **k)
+  format @24;      # format(t, a[0]) -> str
+  iterBatch @25;   # next(t) up to a[0] times -> list; shorter than asked only at the end
+}
+
+struct Response {
+  callId @0 :UInt64;
+  # The `callId` of the request this answers.
+
+  union {
+    value @1 :Value;
+    # The op's result.
+
+    error @2 :Error;
+    # The op raised.
+  }
+}
+
+struct Error {
+  # A Python exception raised by an op, to be raised again on the requesting side.
+
+  type @0 :Value;
+  # The exception's class: a `builtin` for the interpreter's own exception classes, a `ref` (with
+  # `classInfo`) for any other class, or a `back` for one of the receiver's own classes.
+
+  args @1 :List(Value);
+  # The exception's `args`, by value where possible.
+
+  message @2 :Text;
+  # str(exception), for the report when the class or the args cannot be rebuilt.
+
+  traceback @3 :Text;
+  # The formatted traceback in the raising process, attached as the `__cause__` of the
+  # re-raised exception. Empty for exceptions used for control flow (StopIteration).
+
+  exception @4 :Value;
+  # The exception object itself, by reference, so its other attributes can be read. `none`
+  # when it is not worth the export (builtin exceptions).
+}
+
+struct Release {
+  ids @0 :List(UInt64);
+  # Ids of the *receiver's* export table that the sender no longer holds a proxy for.
+
+  counts @1 :List(UInt32);
+  # For each id, how many times the sender had been sent it. The receiver subtracts this from
+  # its own count of sends and forgets the object when that count reaches zero. A count larger
+  # than the receiver's own is a protocol error.
+}
+
+struct Value {
+  # A Python value. Exact builtin kinds cross by value (a subclass of a builtin crosses by
+  # reference); everything else crosses by reference.
+  union {
+    none @0 :Void;
+    bool @1 :Bool;
+    int @2 :Int64;            # an int that fits in 64 bits
+    bigInt @3 :Data;          # any other int: two's complement, little-endian, minimal length
+    float @4 :Float64;
+    complex @5 :Complex;
+    str @6 :Data;             # UTF-8, lone surrogates encoded as themselves ('surrogatepass');
+                              # Data rather than Text because a str may contain NUL
+    bytes @7 :Data;
+    bytearray @8 :Data;
+    list @9 :List(Value);
+    tuple @10 :List(Value);
+    dict @11 :List(Entry);    # insertion order kept
+    set @12 :List(Value);
+    frozenset @13 :List(Value);
+    ref @14 :Ref;             # an object the sender owns; the receiver makes (or reuses) a proxy
+    back @15 :UInt64;         # an id in the receiver's export table: its own object, coming home
+    builtin @16 :Text;        # a class or singleton of the `builtins` module, by name, from a
+                              # fixed table (int, KeyError, NotImplemented, Ellipsis, ...)
+    pickled @17 :Data;        # pickle bytes; sent only in answer to `byvalue`
+    slice @18 :Slice;         # a slice object (start, stop, step), so item access with slices
+                              # crosses by value
+  }
+}
+
+struct Slice {
+  start @0 :Value;
+  stop @1 :Value;
+  step @2 :Value;
+}
+
+struct Complex {
+  real @0 :Float64;
+  imag @1 :Float64;
+}
+
+struct Entry {
+  key @0 :Value;
+  value @1 :Value;
+}
+
+struct NamedValue {
+  name @0 :Text;
+  value @1 :Value;
+}
+
+struct Ref {
+  # An object exported by the sender.
+
+  id @0 :UInt64;
+  # Its id in the sender's export table.
+
+  typeId @1 :UInt64;
+  # The id of its type in the sender's export table. Types a ref names are pinned there for the
+  # life of the connection, so a typeId stays valid.
+
+  typeInfo @2 :TypeInfo;
+  # Set the first time the sender names `typeId` on this connection, absent afterwards. The
+  # receiver caches it; a ref naming a typeId it has never been told about is a protocol error.
+
+  classInfo @3 :ClassInfo;
+  # Set when the object itself is an exception class that is not a builtin: the receiver builds a
+  # local class from it, so `except module.Error:` works.
+}
+
+struct TypeInfo {
+  # What the receiver needs to build the proxy type for objects of one remote type.
+
+  name @0 :Text;       # type.__qualname__
+  module @1 :Text;     # type.__module__
+  specials @2 :List(Text);
+  # The special methods the type has (`__len__`, `__iter__`, `__add__`, ...), from a fixed set
+  # the receiver knows; the proxy type carries exactly these. Unknown names are ignored.
+
+  flags @3 :UInt32;
+  # Bit 0: instances are classes (the type is a metaclass), so proxies answer isinstance.
+  # Bit 1: instances are not hashable (`__hash__` is None).
+  # Bit 2: instances are exceptions (subclass of BaseException).
+}
+
+struct ClassInfo {
+  # An exception class defined outside `builtins`, to be mirrored by a local class.
+
+  name @0 :Text;           # __name__
+  qualname @1 :Text;       # __qualname__
+  module @2 :Text;         # __module__
+  bases @3 :List(Value);   # __bases__: builtins, refs with classInfo, or backs
+  doc @4 :Text;            # __doc__ or empty
+}

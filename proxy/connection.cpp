@@ -1,0 +1,193 @@
+// The parent's side of one isolated child: start it, talk to it, and report how it ended.
+#include "proxy/connection.h"
+
+#include "proxy/child_server.h"
+#include "runtime/child_main.h"
+
+#include <fcntl.h>
+#include <kj/debug.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace pi {
+
+namespace {
+
+// How long a child that closed its socket gets to finish dying before it is killed.
+constexpr double kDisconnectGraceSeconds = 5.0;
+// How long a timed-out child gets to write its traceback before it is killed.
+constexpr double kTracebackGraceSeconds = 1.0;
+// The most of the crash report the parent keeps.
+constexpr size_t kMaxCrashReportBytes = 1 << 20;
+
+}  // namespace
+
+std::unique_ptr<Connection> Connection::start(py::object bootstrap, double startTimeout) {
+  int sockets[2];
+  KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets));
+  UniqueFd parentSocket(sockets[0]);
+  UniqueFd childSocket(sockets[1]);
+  int pipes[2];
+  KJ_SYSCALL(::pipe2(pipes, O_CLOEXEC));
+  UniqueFd crashRead(pipes[0]);
+  UniqueFd crashWrite(pipes[1]);
+
+  ChildSetup setup;
+  setup.socketFd = childSocket.get();
+  setup.crashFd = crashWrite.get();
+  setup.parentPid = ::getpid();
+  ChildServer server(std::move(bootstrap));
+  ChildProcess child = ChildProcess::fork([&] { runChild(setup, server); });
+  childSocket.reset();
+  crashWrite.reset();
+  KJ_SYSCALL(::fcntl(crashRead.get(), F_SETFL, O_NONBLOCK));
+
+  std::unique_ptr<Connection> connection(
+      new Connection(std::move(child), std::move(crashRead), std::move(parentSocket)));
+  try {
+    connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout));
+  } catch (TerminationError& error) {
+    error.setCall("starting the isolated child");
+    throw;
+  }
+  return connection;
+}
+
+Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket)
+    : ownerPid_(::getpid()),
+      child_(std::move(child)),
+      crashPipe_(std::move(crashPipe)),
+      endpoint_(std::make_shared<Endpoint>(std::move(socket), Role::kParent)) {
+  endpoint_->setObserver(this);
+}
+
+Connection::~Connection() {
+  endpoint_->setObserver(nullptr);
+  if (::getpid() != ownerPid_) {
+    crashPipe_.release();  // inherited across fork: not our fd
+    endpoint_->close("this context belongs to another process");
+    return;
+  }
+  try {
+    terminate(0.5);
+  } catch (...) {
+    // Destructors do not throw; ChildProcess's own destructor kills and reaps as a last resort.
+  }
+}
+
+bool Connection::alive() {
+  if (termination_ || endpoint_->closed()) return false;
+  KJ_IF_MAYBE(t, child_.tryReap()) {
+    termination_ = finish(*t, Deadline::after(0));
+    endpoint_->close(endedDescription());
+    return false;
+  }
+  return true;
+}
+
+std::string Connection::drainCrashPipe(Deadline deadline) {
+  std::string report;
+  char buffer[8192];
+  for (;;) {
+    ssize_t n = ::read(crashPipe_.get(), buffer, sizeof(buffer));
+    if (n > 0) {
+      if (report.size() < kMaxCrashReportBytes) report.append(buffer, size_t(n));
+      continue;
+    }
+    if (n == 0) break;  // every writer is gone
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN || deadline.expired()) break;
+    pollfd pfd{crashPipe_.get(), POLLIN, 0};
+    if (::poll(&pfd, 1, deadline.pollMillis()) <= 0) break;
+  }
+  return report;
+}
+
+Termination Connection::finish(Termination termination, Deadline crashReportDeadline) {
+  if (crashPipe_) {
+    std::string report;
+    {
+      py::gil_scoped_release nogil;
+      report = drainCrashPipe(crashReportDeadline);
+    }
+    termination.setCrashReport(report);
+  }
+  return termination;
+}
+
+void Connection::connectionLost(Loss loss, const std::string& detail) {
+  std::string accumulated;
+  Termination t;
+  TerminationError::Kind kind = TerminationError::Kind::kCrash;
+  {
+    py::gil_scoped_release nogil;
+    switch (loss) {
+      case Loss::kDisconnected: {
+        KJ_IF_MAYBE(ended, child_.waitFor(Deadline::after(kDisconnectGraceSeconds))) {
+          t = *ended;
+        } else {
+          t = child_.killAndReap();
+          t.reason = "it closed its connection but did not exit, so the parent killed it";
+        }
+        break;
+      }
+      case Loss::kProtocol:
+        t = child_.killAndReap();
+        t.reason = "it broke the protocol (" + detail + "), so the parent killed it";
+        kind = TerminationError::Kind::kProtocol;
+        break;
+      case Loss::kTimeout:
+        // Ask for every thread's traceback first: where was it stuck?
+        child_.kill(SIGUSR2);
+        accumulated = drainCrashPipe(Deadline::after(kTracebackGraceSeconds));
+        t = child_.killAndReap();
+        t.reason = "the call timed out, so the parent killed it";
+        kind = TerminationError::Kind::kTimeout;
+        break;
+      case Loss::kInterrupted:
+        t = child_.killAndReap();
+        t.reason = "the call was interrupted and the child did not stop in time, so the parent "
+                   "killed it";
+        break;
+    }
+  }
+  t = finish(t, Deadline::after(0.2));
+  if (!accumulated.empty()) t.setCrashReport(accumulated + t.childTraceback);
+  termination_ = t;
+  endpoint_->close(endedDescription());
+  throw TerminationError(t, kind, detail);
+}
+
+void Connection::interruptPeer() { child_.kill(SIGINT); }
+
+std::string Connection::endedDescription() {
+  std::string s = "the isolated child (pid " + std::to_string(child_.pid()) + ") has ended";
+  if (termination_) s += " (" + termination_->describeEnding() + ")";
+  return s + "; objects from it can no longer be used (restart its context to go on)";
+}
+
+void Connection::terminate(double graceSeconds) {
+  if (termination_) return;
+  if (!endpoint_->closed()) endpoint_->sendGoodbye();
+  endpoint_->close("the isolated child (pid " + std::to_string(child_.pid()) +
+                   ") was terminated; objects from it can no longer be used");
+  Termination t;
+  {
+    py::gil_scoped_release nogil;
+    KJ_IF_MAYBE(ended, child_.waitFor(Deadline::after(graceSeconds))) {
+      t = *ended;
+    } else {
+      child_.kill(SIGTERM);
+      KJ_IF_MAYBE(ended2, child_.waitFor(Deadline::after(1.0))) {
+        t = *ended2;
+      } else {
+        t = child_.killAndReap();
+      }
+    }
+  }
+  termination_ = finish(t, Deadline::after(0));
+}
+
+}  // namespace pi

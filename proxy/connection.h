@@ -1,0 +1,58 @@
+// The parent's side of one isolated child: start it, talk to it, and report how it ended.
+#pragma once
+
+#include "proxy/endpoint.h"
+#include "runtime/child_process.h"
+#include "runtime/termination.h"
+
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace pi {
+
+namespace py = pybind11;
+
+// Owns the child process, its crash pipe and the endpoint that talks to it. When the connection
+// fails it reaps the child, reads what the child's faulthandler wrote, and throws a
+// TerminationError describing it. Requires the GIL for every method. Not fork-safe: a copy in a
+// forked process refuses to act.
+class Connection : public EndpointObserver {
+ public:
+  // Forks a child that runs `bootstrap()` (a Python callable, or None) and then serves; waits
+  // up to `startTimeout` seconds for it to say hello. Throws TerminationError if it dies or
+  // stalls on the way.
+  static std::unique_ptr<Connection> start(py::object bootstrap, double startTimeout);
+  ~Connection() override;
+
+  const std::shared_ptr<Endpoint>& endpoint() const { return endpoint_; }
+  pid_t pid() const { return child_.pid(); }
+  // True while the child runs and the connection is usable.
+  bool alive();
+  // How the child ended, once it has.
+  const std::optional<Termination>& termination() const { return termination_; }
+
+  // Says goodbye, waits up to `graceSeconds` for the child to exit, then SIGTERM, then SIGKILL;
+  // reaps it. Idempotent.
+  void terminate(double graceSeconds);
+
+  // EndpointObserver
+  [[noreturn]] void connectionLost(Loss loss, const std::string& detail) override;
+  void interruptPeer() override;
+  std::string endedDescription() override;
+
+ private:
+  Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket);
+  std::string drainCrashPipe(Deadline deadline);
+  Termination finish(Termination termination, Deadline crashReportDeadline);
+
+  pid_t ownerPid_;
+  ChildProcess child_;
+  UniqueFd crashPipe_;
+  std::shared_ptr<Endpoint> endpoint_;
+  std::optional<Termination> termination_;
+};
+
+}  // namespace pi

@@ -1,0 +1,314 @@
+// One table: request op -> handler that runs it on this side's objects.
+#include "proxy/dispatcher.h"
+
+#include "proxy/specials.h"
+
+#include <kj/debug.h>
+
+#include <string>
+
+namespace pi {
+
+namespace {
+
+py::object steal(PyObject* object) {
+  if (object == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(object);
+}
+
+// Everything one handler needs, decoded from the request.
+struct Call {
+  py::object target;  // null for ops without a target; a strong reference for the op's life
+  std::string name;
+  py::tuple args;
+  py::dict kwargs;
+  Role role;
+
+  py::handle arg(size_t i) const {
+    KJ_REQUIRE(i < args.size(), "request has too few arguments", i);
+    return args[i];
+  }
+  py::handle requireTarget() const {
+    KJ_REQUIRE(target.ptr() != nullptr, "request needs a target");
+    return target;
+  }
+};
+
+[[noreturn]] void refuse(const std::string& what) {
+  PyErr_SetString(PyExc_PermissionError,
+                  ("an isolated child may not " + what + " in the parent").c_str());
+  throw py::error_already_set();
+}
+
+void checkAttributeName(const Call& call) {
+  if (call.role == Role::kParent && !call.name.empty() && call.name[0] == '_') {
+    refuse("use the private attribute '" + call.name + "' of a parent object");
+  }
+}
+
+py::object pyName(const Call& call) {
+  return steal(PyUnicode_DecodeUTF8(call.name.data(), Py_ssize_t(call.name.size()), "strict"));
+}
+
+using Handler = DispatchResult (*)(Call& call);
+
+DispatchResult opImport(Call& call) {
+  if (call.role == Role::kParent) refuse("import a module");
+  py::module_ sys = py::module_::import("sys");
+  py::list path = sys.attr("path");
+  if (call.args.size() > 0 && !call.args[0].is_none()) {
+    py::list extra = py::reinterpret_borrow<py::list>(call.args[0]);
+    for (size_t i = extra.size(); i-- > 0;) {
+      py::object entry = extra[i];
+      if (!path.contains(entry)) path.insert(0, entry);
+    }
+  }
+  return {py::module_::import("importlib").attr("import_module")(pyName(call))};
+}
+
+DispatchResult opGetattr(Call& call) {
+  checkAttributeName(call);
+  return {steal(PyObject_GetAttr(call.requireTarget().ptr(), pyName(call).ptr()))};
+}
+
+DispatchResult opSetattr(Call& call) {
+  checkAttributeName(call);
+  if (PyObject_SetAttr(call.requireTarget().ptr(), pyName(call).ptr(), call.arg(0).ptr()) != 0) {
+    throw py::error_already_set();
+  }
+  return {py::none()};
+}
+
+DispatchResult opDelattr(Call& call) {
+  checkAttributeName(call);
+  if (PyObject_DelAttr(call.requireTarget().ptr(), pyName(call).ptr()) != 0) {
+    throw py::error_already_set();
+  }
+  return {py::none()};
+}
+
+DispatchResult opCall(Call& call) {
+  return {steal(PyObject_Call(call.requireTarget().ptr(), call.args.ptr(),
+                              call.kwargs.size() ? call.kwargs.ptr() : nullptr))};
+}
+
+DispatchResult opCallMethod(Call& call) {
+  checkAttributeName(call);
+  py::object method = steal(PyObject_GetAttr(call.requireTarget().ptr(), pyName(call).ptr()));
+  return {steal(PyObject_Call(method.ptr(), call.args.ptr(),
+                              call.kwargs.size() ? call.kwargs.ptr() : nullptr))};
+}
+
+DispatchResult opRepr(Call& call) { return {steal(PyObject_Repr(call.requireTarget().ptr()))}; }
+DispatchResult opStr(Call& call) { return {steal(PyObject_Str(call.requireTarget().ptr()))}; }
+
+DispatchResult opDir(Call& call) {
+  return {steal(PyObject_Dir(call.requireTarget().ptr()))};
+}
+
+DispatchResult opLen(Call& call) {
+  Py_ssize_t n = PyObject_Length(call.requireTarget().ptr());
+  if (n < 0) throw py::error_already_set();
+  return {steal(PyLong_FromSsize_t(n))};
+}
+
+DispatchResult opGetitem(Call& call) {
+  return {steal(PyObject_GetItem(call.requireTarget().ptr(), call.arg(0).ptr()))};
+}
+
+DispatchResult opSetitem(Call& call) {
+  if (PyObject_SetItem(call.requireTarget().ptr(), call.arg(0).ptr(), call.arg(1).ptr()) != 0) {
+    throw py::error_already_set();
+  }
+  return {py::none()};
+}
+
+DispatchResult opDelitem(Call& call) {
+  if (PyObject_DelItem(call.requireTarget().ptr(), call.arg(0).ptr()) != 0) {
+    throw py::error_already_set();
+  }
+  return {py::none()};
+}
+
+DispatchResult opContains(Call& call) {
+  int r = PySequence_Contains(call.requireTarget().ptr(), call.arg(0).ptr());
+  if (r < 0) throw py::error_already_set();
+  return {py::bool_(r == 1)};
+}
+
+DispatchResult opIter(Call& call) { return {steal(PyObject_GetIter(call.requireTarget().ptr()))}; }
+
+DispatchResult opNext(Call& call) {
+  py::handle target = call.requireTarget();
+  iternextfunc next = Py_TYPE(target.ptr())->tp_iternext;
+  if (next == nullptr) {
+    PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator",
+                 Py_TYPE(target.ptr())->tp_name);
+    throw py::error_already_set();
+  }
+  PyObject* item = next(target.ptr());
+  if (item == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetNone(PyExc_StopIteration);
+    throw py::error_already_set();
+  }
+  return {steal(item)};
+}
+
+DispatchResult opIterBatch(Call& call) {
+  py::handle target = call.requireTarget();
+  long count = PyLong_AsLong(call.arg(0).ptr());
+  if (count == -1 && PyErr_Occurred()) throw py::error_already_set();
+  KJ_REQUIRE(count > 0 && count <= 100000, "iterBatch asks for a bad count", count);
+  py::list items;
+  for (long i = 0; i < count; ++i) {
+    PyObject* item = PyIter_Next(target.ptr());
+    if (item == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      break;
+    }
+    items.append(steal(item));
+  }
+  return {items};
+}
+
+DispatchResult opCompare(Call& call) {
+  static const std::pair<const char*, int> kOps[] = {{"__lt__", Py_LT}, {"__le__", Py_LE},
+                                                      {"__eq__", Py_EQ}, {"__ne__", Py_NE},
+                                                      {"__gt__", Py_GT}, {"__ge__", Py_GE}};
+  for (auto [name, op] : kOps) {
+    if (call.name == name) {
+      return {steal(PyObject_RichCompare(call.requireTarget().ptr(), call.arg(0).ptr(), op))};
+    }
+  }
+  KJ_FAIL_REQUIRE("request names an unknown comparison", call.name);
+}
+
+DispatchResult opBool(Call& call) {
+  int r = PyObject_IsTrue(call.requireTarget().ptr());
+  if (r < 0) throw py::error_already_set();
+  return {py::bool_(r == 1)};
+}
+
+DispatchResult opHash(Call& call) {
+  Py_hash_t h = PyObject_Hash(call.requireTarget().ptr());
+  if (h == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return {steal(PyLong_FromSsize_t(h))};
+}
+
+DispatchResult opSpecial(Call& call) {
+  KJ_REQUIRE(findSpecialMethod(call.name) >= 0, "request names an unknown special method",
+             call.name);
+  py::handle target = call.requireTarget();
+  py::object name = pyName(call);
+  // Looked up on the type, bound like the interpreter binds special methods.
+  PyObject* descriptor = _PyType_Lookup(Py_TYPE(target.ptr()), name.ptr());  // borrowed
+  if (descriptor == nullptr) {
+    PyErr_Format(PyExc_TypeError, "'%.200s' object has no special method %U",
+                 Py_TYPE(target.ptr())->tp_name, name.ptr());
+    throw py::error_already_set();
+  }
+  py::object method = py::reinterpret_borrow<py::object>(descriptor);
+  descrgetfunc get = Py_TYPE(descriptor)->tp_descr_get;
+  if (get != nullptr) {
+    method = steal(get(descriptor, target.ptr(),
+                       reinterpret_cast<PyObject*>(Py_TYPE(target.ptr()))));
+  }
+  return {steal(PyObject_Call(method.ptr(), call.args.ptr(), nullptr))};
+}
+
+DispatchResult opIsinstance(Call& call) {
+  int r = PyObject_IsInstance(call.arg(0).ptr(), call.requireTarget().ptr());
+  if (r < 0) throw py::error_already_set();
+  return {py::bool_(r == 1)};
+}
+
+DispatchResult opIssubclass(Call& call) {
+  int r = PyObject_IsSubclass(call.arg(0).ptr(), call.requireTarget().ptr());
+  if (r < 0) throw py::error_already_set();
+  return {py::bool_(r == 1)};
+}
+
+DispatchResult opByvalue(Call& call) {
+  if (call.role == Role::kParent) refuse("copy a parent object by value");
+  py::object dumps = py::module_::import("pickle").attr("dumps");
+  return {dumps(call.requireTarget(), py::module_::import("pickle").attr("HIGHEST_PROTOCOL")),
+          true};
+}
+
+DispatchResult opCallByName(Call& call) {
+  if (call.role == Role::kParent) refuse("call a function by name");
+  auto colon = call.name.find(':');
+  KJ_REQUIRE(colon != std::string::npos, "callByName needs module:qualname", call.name);
+  py::object object = py::module_::import("importlib").attr("import_module")(
+      py::str(call.name.substr(0, colon)));
+  std::string qualname = call.name.substr(colon + 1);
+  size_t start = 0;
+  while (start <= qualname.size()) {
+    size_t dot = qualname.find('.', start);
+    std::string part = qualname.substr(start, dot == std::string::npos ? std::string::npos
+                                                                        : dot - start);
+    object = object.attr(py::str(part));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return {steal(PyObject_Call(object.ptr(), call.args.ptr(),
+                              call.kwargs.size() ? call.kwargs.ptr() : nullptr))};
+}
+
+DispatchResult opFormat(Call& call) {
+  return {steal(PyObject_Format(call.requireTarget().ptr(), call.arg(0).ptr()))};
+}
+
+struct OpEntry {
+  wire::Op op;
+  Handler handler;
+};
+
+// The table. Indexed by the op's number; the KJ_ASSERT in dispatch() keeps it in order.
+constexpr OpEntry kHandlers[] = {
+    {wire::Op::IMPORT, opImport},           {wire::Op::GETATTR, opGetattr},
+    {wire::Op::SETATTR, opSetattr},         {wire::Op::DELATTR, opDelattr},
+    {wire::Op::CALL, opCall},               {wire::Op::CALL_METHOD, opCallMethod},
+    {wire::Op::REPR, opRepr},               {wire::Op::STR, opStr},
+    {wire::Op::DIR, opDir},                 {wire::Op::LEN, opLen},
+    {wire::Op::GETITEM, opGetitem},         {wire::Op::SETITEM, opSetitem},
+    {wire::Op::DELITEM, opDelitem},         {wire::Op::CONTAINS, opContains},
+    {wire::Op::ITER, opIter},               {wire::Op::NEXT, opNext},
+    {wire::Op::COMPARE, opCompare},         {wire::Op::BOOL, opBool},
+    {wire::Op::HASH, opHash},               {wire::Op::SPECIAL, opSpecial},
+    {wire::Op::ISINSTANCE, opIsinstance},   {wire::Op::ISSUBCLASS, opIssubclass},
+    {wire::Op::BYVALUE, opByvalue},         {wire::Op::CALL_BY_NAME, opCallByName},
+    {wire::Op::FORMAT, opFormat},           {wire::Op::ITER_BATCH, opIterBatch},
+};
+
+}  // namespace
+
+DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
+  auto opNumber = size_t(request.getOp());
+  if (opNumber >= sizeof(kHandlers) / sizeof(kHandlers[0])) {
+    PyErr_Format(PyExc_NotImplementedError, "this side does not know request op %zu", opNumber);
+    throw py::error_already_set();
+  }
+  const OpEntry& entry = kHandlers[opNumber];
+  KJ_ASSERT(size_t(entry.op) == opNumber, "dispatch table out of order");
+
+  Call call;
+  call.role = role_;
+  if (request.getTarget() != 0) {
+    call.target = py::reinterpret_borrow<py::object>(exports_.get(request.getTarget()));
+  }
+  auto name = request.getName();
+  call.name.assign(name.cStr(), name.size());
+  auto args = request.getArgs();
+  call.args = py::reinterpret_steal<py::tuple>(PyTuple_New(Py_ssize_t(args.size())));
+  for (unsigned i = 0; i < args.size(); ++i) {
+    PyTuple_SET_ITEM(call.args.ptr(), Py_ssize_t(i), codec_.decode(args[i]).release().ptr());
+  }
+  for (auto kw : request.getKwargs()) {
+    auto key = kw.getName();
+    call.kwargs[py::str(key.cStr(), key.size())] = codec_.decode(kw.getValue());
+  }
+  return entry.handler(call);
+}
+
+}  // namespace pi

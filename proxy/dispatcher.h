@@ -1,0 +1,47 @@
+// One table: request op -> handler that runs it on this side's objects.
+#pragma once
+
+#include "proxy/export_table.h"
+#include "proxy/value_codec.h"
+#include "protocol/isolation.capnp.h"
+
+#include <pybind11/pybind11.h>
+
+namespace pi {
+
+namespace py = pybind11;
+
+// Whose requests a dispatcher serves. The parent serves a child it does not trust.
+enum class Role { kParent, kChild };
+
+// What an op produced.
+struct DispatchResult {
+  py::object value;
+  bool pickled = false;  // `value` is pickle bytes, to be sent as Value.pickled
+};
+
+// Runs requests against the local objects in an export table. Requires the GIL.
+//
+// In the parent (Role::kParent) the peer is an untrusted child, so the dispatcher refuses what
+// would let it reach beyond the objects the parent handed it: `import`, `callByName` and
+// `byvalue`, and attribute access to names starting with an underscore (which would lead to
+// `__globals__`, `__code__`, `__subclasses__` and from there to everything).
+class Dispatcher {
+ public:
+  Dispatcher(ValueCodec& codec, ExportTable& exports, Role role)
+      : codec_(codec), exports_(exports), role_(role) {}
+
+  // Decodes the request's target and arguments and runs its op. Throws py::error_already_set
+  // for an exception the op raised (to be sent back as an Error), and kj FAILED for a request
+  // that names an unknown id or breaks the protocol.
+  DispatchResult dispatch(wire::Request::Reader request);
+
+  Role role() const { return role_; }
+
+ private:
+  ValueCodec& codec_;
+  ExportTable& exports_;
+  Role role_;
+};
+
+}  // namespace pi

@@ -1,0 +1,595 @@
+// One end of a connection, the same code on both sides: calls, nested dispatch, releases.
+#include "proxy/endpoint.h"
+
+#include "proxy/proxy_object.h"
+#include "proxy/remote_error.h"
+#include "proxy/specials.h"
+#include "runtime/termination.h"
+
+#include <capnp/message.h>
+#include <kj/debug.h>
+#include <unistd.h>
+
+#include <optional>
+
+namespace pi {
+
+namespace {
+
+constexpr size_t kScratchWords = 1024;
+// Messages larger than this are written with the GIL released.
+constexpr size_t kReleaseGilForSendBytes = 64 * 1024;
+// How long the child has to answer after the user interrupted a call.
+constexpr double kInterruptGraceSeconds = 2.0;
+// How often a parent's wait wakes up to run Python signal handlers.
+constexpr int kSignalCheckMillis = 100;
+
+std::string kjDescription(const kj::Exception& e) {
+  return std::string(e.getDescription().cStr());
+}
+
+bool wantsTraceback(const py::error_already_set& error, wire::Op op) {
+  if (error.matches(PyExc_StopIteration) || error.matches(PyExc_StopAsyncIteration)) return false;
+  if (op == wire::Op::GETATTR && error.matches(PyExc_AttributeError)) return false;
+  return true;
+}
+
+std::string attrString(py::handle object, const char* name, const std::string& fallback) {
+  PyObject* value = PyObject_GetAttrString(object.ptr(), name);
+  if (value == nullptr || !PyUnicode_Check(value)) {
+    PyErr_Clear();
+    Py_XDECREF(value);
+    return fallback;
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(value, &size);
+  std::string out = data ? std::string(data, size_t(size)) : fallback;
+  if (data == nullptr) PyErr_Clear();
+  Py_DECREF(value);
+  return out;
+}
+
+std::string readerText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+}  // namespace
+
+// Holds the endpoint's I/O lock. Waiting for it releases the GIL, so a thread that holds the
+// lock and needs the GIL to finish its call is never blocked by a thread waiting here.
+class Endpoint::IoLock {
+ public:
+  explicit IoLock(Endpoint& endpoint) : lock_(endpoint.ioMutex_, std::try_to_lock) {
+    if (!lock_.owns_lock()) {
+      py::gil_scoped_release nogil;
+      lock_.lock();
+    }
+  }
+
+ private:
+  std::unique_lock<std::recursive_mutex> lock_;
+};
+
+Endpoint::Endpoint(UniqueFd socket, Role role)
+    : role_(role),
+      ownerPid_(::getpid()),
+      channel_(std::move(socket)),
+      codec_(*this),
+      dispatcher_(codec_, exports_, role),
+      scratch_(kj::heapArray<capnp::word>(kScratchWords)) {
+  memset(scratch_.begin(), 0, scratch_.asBytes().size());
+  if (role_ == Role::kParent) {
+    // Run Python signal handlers (Ctrl-C) while waiting for the child.
+    channel_.setWaitHook(
+        [] {
+          py::gil_scoped_acquire gil;
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        },
+        kSignalCheckMillis);
+  }
+}
+
+Endpoint::~Endpoint() {
+  if (::getpid() != ownerPid_) channel_.abandon();  // inherited across fork: not our fd
+}
+
+void Endpoint::ensureUsable() {
+  if (::getpid() != ownerPid_) {
+    throw ClientStateError("this object belongs to process " + std::to_string(ownerPid_) +
+                           "; a forked copy of it cannot talk to its isolated child");
+  }
+  if (closed_) {
+    throw ClientStateError(endedDescription_.empty() ? "the connection to the isolated child is "
+                                                       "closed"
+                                                     : endedDescription_);
+  }
+}
+
+void Endpoint::close(const std::string& description) {
+  if (closed_) return;
+  closed_ = true;
+  endedDescription_ = description;
+  if (::getpid() != ownerPid_) return;  // inherited across fork: not our fd, not our objects
+  channel_.shutdown();
+  imports_.clear();
+  exports_.clear();
+}
+
+void Endpoint::fail(EndpointObserver::Loss loss, const std::string& detail) {
+  if (!lostError_) {
+    closed_ = true;
+    channel_.shutdown();
+    try {
+      if (observer_ != nullptr) {
+        observer_->connectionLost(loss, detail);
+      }
+      if (loss == EndpointObserver::Loss::kTimeout) {
+        kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "call timed out", detail));
+      }
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection to the peer lost", detail));
+    } catch (...) {
+      lostError_ = std::current_exception();
+    }
+    endedDescription_ = observer_ != nullptr ? observer_->endedDescription()
+                                             : "the connection to the peer was lost: " + detail;
+    imports_.clear();
+    exports_.clear();  // may run finalizers; the endpoint is already marked closed
+  }
+  std::rethrow_exception(lostError_);
+}
+
+void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
+  if (closed_ || ::getpid() != ownerPid_) return;
+  imports_.dropped(id, proxy);
+}
+
+void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline) {
+  kj::Vector<kj::ArrayPtr<const kj::byte>> pieces;
+  std::optional<capnp::MallocMessageBuilder> releaseMessage;
+  std::optional<OutgoingFrame> releaseFrame;
+  if (imports_.hasReleases()) {
+    auto releases = imports_.takeReleases();
+    releaseMessage.emplace();
+    auto release = releaseMessage->initRoot<wire::Message>().initRelease();
+    auto ids = release.initIds(unsigned(releases.size()));
+    auto counts = release.initCounts(unsigned(releases.size()));
+    for (unsigned i = 0; i < releases.size(); ++i) {
+      ids.set(i, releases[i].id);
+      counts.set(i, releases[i].count);
+    }
+    releaseFrame.emplace(*releaseMessage);
+    for (auto piece : releaseFrame->pieces()) pieces.add(piece);
+  }
+  OutgoingFrame frame(message);
+  for (auto piece : frame.pieces()) pieces.add(piece);
+  try {
+    if (frame.totalBytes() > kReleaseGilForSendBytes) {
+      py::gil_scoped_release nogil;
+      channel_.send(pieces, deadline);
+    } else {
+      channel_.send(pieces, deadline);
+    }
+  } catch (kj::Exception& e) {
+    fail(e.getType() == kj::Exception::Type::OVERLOADED ? EndpointObserver::Loss::kTimeout
+                                                         : EndpointObserver::Loss::kDisconnected,
+         kjDescription(e));
+  }
+}
+
+IncomingFrame Endpoint::receive(Deadline deadline) {
+  try {
+    if (channel_.hasBufferedFrame()) return channel_.receive(deadline);
+    py::gil_scoped_release nogil;
+    return channel_.receive(deadline);
+  } catch (kj::Exception& e) {
+    auto loss = EndpointObserver::Loss::kDisconnected;
+    if (e.getType() == kj::Exception::Type::OVERLOADED) loss = EndpointObserver::Loss::kTimeout;
+    if (e.getType() == kj::Exception::Type::FAILED) loss = EndpointObserver::Loss::kProtocol;
+    fail(loss, kjDescription(e));
+  }
+}
+
+py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name, CallArgs args,
+                             Deadline deadline) {
+  ensureUsable();
+  IoLock lock(*this);
+  ensureUsable();
+  uint64_t callId = nextCallId_++;
+  {
+    std::optional<capnp::MallocMessageBuilder> message;
+    bool usingScratch = !scratchInUse_;
+    if (usingScratch) {
+      message.emplace(scratch_);
+      scratchInUse_ = true;
+    } else {
+      message.emplace();
+    }
+    KJ_DEFER(if (usingScratch) scratchInUse_ = false);
+    auto request = message->initRoot<wire::Message>().initRequest();
+    request.setCallId(callId);
+    request.setOp(op);
+    request.setTarget(target);
+    request.setName(capnp::Text::Reader(name.data(), name.size()));
+    size_t kwcount = args.kwnames ? size_t(PyTuple_GET_SIZE(args.kwnames)) : 0;
+    auto positional = request.initArgs(unsigned(args.nargs));
+    for (size_t i = 0; i < args.nargs; ++i) codec_.encode(args.args[i], positional[unsigned(i)]);
+    if (kwcount > 0) {
+      auto kwargs = request.initKwargs(unsigned(kwcount));
+      for (size_t i = 0; i < kwcount; ++i) {
+        Py_ssize_t size = 0;
+        const char* key = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(args.kwnames, i), &size);
+        if (key == nullptr) throw py::error_already_set();
+        kwargs[unsigned(i)].setName(capnp::Text::Reader(key, size_t(size)));
+        codec_.encode(args.args[args.nargs + i], kwargs[unsigned(i)].initValue());
+      }
+    }
+    sendMessage(*message, deadline);
+  }
+  return awaitResponse(callId, deadline);
+}
+
+py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
+  for (;;) {
+    std::optional<IncomingFrame> frame;
+    try {
+      frame.emplace(receive(deadline));
+    } catch (py::error_already_set&) {
+      // A Python signal handler raised (KeyboardInterrupt) while we waited.
+      drainAfterInterrupt(callId);
+      throw;
+    }
+    py::object result;
+    py::object error;
+    try {
+      auto message = frame->getRoot<wire::Message>();
+      switch (message.which()) {
+        case wire::Message::RESPONSE: {
+          auto response = message.getResponse();
+          KJ_REQUIRE(response.getCallId() == callId, "peer answered a call that is not in flight",
+                     response.getCallId(), callId);
+          if (response.isError()) {
+            error = decodeError(codec_, response.getError());
+          } else {
+            result = codec_.decode(response.getValue());
+          }
+          break;
+        }
+        case wire::Message::REQUEST:
+          serveRequest(message.getRequest());
+          if (lostError_) std::rethrow_exception(lostError_);
+          if (closed_) ensureUsable();
+          continue;
+        case wire::Message::RELEASE:
+          applyRelease(message.getRelease());
+          continue;
+        case wire::Message::GOODBYE:
+          fail(EndpointObserver::Loss::kDisconnected, "peer said goodbye during a call");
+        default:
+          KJ_FAIL_REQUIRE("peer sent a message that is not valid during a call",
+                          uint(message.which()));
+      }
+    } catch (kj::Exception& e) {
+      fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
+    } catch (py::error_already_set& e) {
+      fail(EndpointObserver::Loss::kProtocol,
+           std::string("peer sent a value that cannot be decoded: ") + e.what());
+    }
+    if (error) raiseException(error);
+    return result;
+  }
+}
+
+void Endpoint::drainAfterInterrupt(uint64_t callId) {
+  if (observer_ == nullptr || closed_) return;
+  py::error_already_set pending;  // the KeyboardInterrupt, kept while we drain
+  observer_->interruptPeer();
+  Deadline grace = Deadline::after(kInterruptGraceSeconds);
+  try {
+    for (;;) {
+      IncomingFrame frame = receive(grace);
+      auto message = frame.getRoot<wire::Message>();
+      if (message.isResponse()) {
+        auto response = message.getResponse();
+        KJ_REQUIRE(response.getCallId() == callId, "peer answered a call that is not in flight");
+        // Decode (so refs are counted and later released) and drop.
+        if (response.isError()) {
+          decodeError(codec_, response.getError());
+        } else {
+          codec_.decode(response.getValue());
+        }
+        break;
+      }
+      if (message.isRelease()) {
+        applyRelease(message.getRelease());
+        continue;
+      }
+      if (message.isRequest()) {
+        // The child called back after the interrupt: tell it the parent was interrupted.
+        auto request = message.getRequest();
+        capnp::MallocMessageBuilder reply;
+        auto response = reply.initRoot<wire::Message>().initResponse();
+        response.setCallId(request.getCallId());
+        auto out = response.initError();
+        out.initType().setBuiltin("KeyboardInterrupt");
+        out.setMessage("the parent was interrupted");
+        sendMessage(reply, grace);
+        continue;
+      }
+      KJ_FAIL_REQUIRE("peer sent a message that is not valid during a call");
+    }
+  } catch (py::error_already_set&) {
+    // Interrupted again while draining: stop waiting for the child.
+    try {
+      fail(EndpointObserver::Loss::kInterrupted, "interrupted twice");
+    } catch (...) {
+    }
+  } catch (kj::Exception& e) {
+    try {
+      fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
+    } catch (...) {
+    }
+  } catch (...) {
+    // The connection was lost while draining (fail() already ran); the user still gets the
+    // KeyboardInterrupt, and the next use of the context reports how the child ended.
+  }
+  pending.restore();
+  throw py::error_already_set();
+}
+
+void Endpoint::serveRequest(wire::Request::Reader request) {
+  uint64_t callId = request.getCallId();
+  wire::Op op = request.getOp();
+  capnp::MallocMessageBuilder reply;
+  auto response = reply.initRoot<wire::Message>().initResponse();
+  response.setCallId(callId);
+  auto encodeCurrentError = [&](const py::error_already_set& error) {
+    try {
+      encodeError(codec_, error, response.initError(), wantsTraceback(error, op));
+    } catch (...) {
+      auto out = response.initError();
+      out.initType().setBuiltin("RuntimeError");
+      out.initArgs(1)[0].setStr(kj::StringPtr("the error could not be sent").asBytes());
+      out.setMessage("the error could not be sent");
+    }
+  };
+  try {
+    DispatchResult result = dispatcher_.dispatch(request);
+    if (result.pickled) {
+      std::string_view bytes = py::bytes(result.value);
+      response.initValue().setPickled(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+    } else {
+      codec_.encode(result.value, response.initValue());
+    }
+  } catch (py::error_already_set& error) {
+    if (role_ == Role::kChild && error.matches(PyExc_SystemExit)) exitForSystemExit(error);
+    encodeCurrentError(error);
+  } catch (py::builtin_exception& error) {
+    error.set_error();
+    py::error_already_set converted;
+    encodeCurrentError(converted);
+  } catch (kj::Exception& error) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    ("malformed request: " + kjDescription(error)).c_str());
+    py::error_already_set converted;
+    encodeCurrentError(converted);
+  }
+  sendMessage(reply, Deadline::never());
+}
+
+void Endpoint::applyRelease(wire::Release::Reader release) {
+  auto ids = release.getIds();
+  auto counts = release.getCounts();
+  KJ_REQUIRE(ids.size() == counts.size(), "release lists differ in length");
+  for (unsigned i = 0; i < ids.size(); ++i) exports_.release(ids[i], counts[i]);
+}
+
+void Endpoint::exitForSystemExit(const py::error_already_set& error) {
+  int status = 0;
+  py::object code = py::reinterpret_steal<py::object>(
+      PyObject_GetAttrString(error.value().ptr(), "code"));
+  if (!code) {
+    PyErr_Clear();
+  } else if (code.is_none()) {
+    status = 0;
+  } else if (PyLong_Check(code.ptr())) {
+    status = int(PyLong_AsLong(code.ptr()));
+  } else {
+    py::print(code, py::arg("file") = py::module_::import("sys").attr("stderr"));
+    status = 1;
+  }
+  for (const char* stream : {"stdout", "stderr"}) {
+    try {
+      py::module_::import("sys").attr(stream).attr("flush")();
+    } catch (py::error_already_set&) {
+    }
+  }
+  ::_exit(status & 0xff);
+}
+
+void Endpoint::serve() {
+  {
+    capnp::MallocMessageBuilder message;
+    auto hello = message.initRoot<wire::Message>().initHello();
+    hello.setPid(::getpid());
+    hello.setPythonVersion(Py_GetVersion());
+    sendMessage(message, Deadline::never());
+  }
+  for (;;) {
+    IncomingFrame frame = receive(Deadline::never());
+    auto message = frame.getRoot<wire::Message>();
+    switch (message.which()) {
+      case wire::Message::REQUEST:
+        serveRequest(message.getRequest());
+        break;
+      case wire::Message::RELEASE:
+        applyRelease(message.getRelease());
+        break;
+      case wire::Message::GOODBYE:
+        close("the parent said goodbye");
+        return;
+      default:
+        KJ_FAIL_REQUIRE("parent sent a message that is not valid between calls");
+    }
+  }
+}
+
+void Endpoint::awaitHello(Deadline deadline) {
+  IoLock lock(*this);
+  IncomingFrame frame = receive(deadline);
+  try {
+    auto message = frame.getRoot<wire::Message>();
+    KJ_REQUIRE(message.isHello(), "child's first message is not hello");
+  } catch (kj::Exception& e) {
+    fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
+  }
+}
+
+void Endpoint::sendGoodbye() {
+  if (closed_ || ::getpid() != ownerPid_) return;
+  try {
+    IoLock lock(*this);
+    capnp::MallocMessageBuilder message;
+    message.initRoot<wire::Message>().setGoodbye();
+    OutgoingFrame frame(message);
+    channel_.send(frame.pieces(), Deadline::after(1.0));
+  } catch (...) {
+    // Best effort: the caller kills the child anyway.
+  }
+}
+
+void Endpoint::exportRef(py::handle object, wire::Ref::Builder ref) {
+  uint64_t id = exports_.exportObject(object);
+  ref.setId(id);
+  PyTypeObject* type = Py_TYPE(object.ptr());
+  uint64_t typeId = exports_.pin(reinterpret_cast<PyObject*>(type));
+  ref.setTypeId(typeId);
+  if (describedTypes_.count(typeId) == 0) {
+    describeType(type, typeId, ref.initTypeInfo());
+    describedTypes_.insert(typeId);
+  }
+  if (PyType_Check(object.ptr()) &&
+      PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(object.ptr()),
+                       reinterpret_cast<PyTypeObject*>(PyExc_BaseException))) {
+    describeClass(object, ref.initClassInfo());
+  }
+}
+
+void Endpoint::describeType(PyTypeObject* type, uint64_t, wire::TypeInfo::Builder info) {
+  py::handle typeObject(reinterpret_cast<PyObject*>(type));
+  info.setName(attrString(typeObject, "__qualname__", type->tp_name));
+  info.setModule(attrString(typeObject, "__module__", "builtins"));
+  std::vector<const char*> present;
+  for (const SpecialMethod& special : kSpecialMethods) {
+    py::object name = py::reinterpret_steal<py::object>(PyUnicode_InternFromString(special.name));
+    PyObject* found = _PyType_Lookup(type, name.ptr());
+    if (found != nullptr && found != Py_None) present.push_back(special.name);
+  }
+  auto specials = info.initSpecials(unsigned(present.size()));
+  for (unsigned i = 0; i < present.size(); ++i) specials.set(i, present[i]);
+  uint32_t flags = 0;
+  if (PyType_IsSubtype(type, &PyType_Type)) flags |= kTypeIsMetaclass;
+  if (type->tp_hash == PyObject_HashNotImplemented) flags |= kTypeUnhashable;
+  if (PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(PyExc_BaseException))) {
+    flags |= kTypeIsException;
+  }
+  info.setFlags(flags);
+}
+
+void Endpoint::describeClass(py::handle cls, wire::ClassInfo::Builder info) {
+  PyTypeObject* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  info.setName(attrString(cls, "__name__", type->tp_name));
+  info.setQualname(attrString(cls, "__qualname__", type->tp_name));
+  info.setModule(attrString(cls, "__module__", ""));
+  info.setDoc(attrString(cls, "__doc__", ""));
+  py::tuple bases = py::reinterpret_borrow<py::tuple>(type->tp_bases);
+  auto out = info.initBases(unsigned(bases.size()));
+  for (unsigned i = 0; i < bases.size(); ++i) codec_.encode(bases[i], out[i]);
+}
+
+py::object Endpoint::importRef(wire::Ref::Reader ref) {
+  uint64_t id = ref.getId();
+  KJ_REQUIRE(id != 0, "peer sent a ref with id 0");
+  uint64_t typeId = ref.getTypeId();
+  if (ref.hasTypeInfo() && proxyTypes_.count(typeId) == 0) {
+    auto info = ref.getTypeInfo();
+    std::vector<int> specials;
+    for (auto name : info.getSpecials()) {
+      int index = findSpecialMethod(std::string_view(name.cStr(), name.size()));
+      if (index >= 0) specials.push_back(index);
+    }
+    proxyTypes_.emplace(typeId, makeProxyType(readerText(info.getName()),
+                                              readerText(info.getModule()), specials,
+                                              info.getFlags()));
+  }
+  if (ref.hasClassInfo()) {
+    auto found = mirrorClasses_.find(id);
+    if (found != mirrorClasses_.end()) return found->second;
+    return makeMirrorClass(id, ref.getClassInfo());
+  }
+  if (PyObject* existing = imports_.findAndCount(id)) {
+    return py::reinterpret_steal<py::object>(existing);
+  }
+  auto type = proxyTypes_.find(typeId);
+  KJ_REQUIRE(type != proxyTypes_.end(), "peer sent a ref of a type it never described", typeId);
+  py::object proxy = newProxy(type->second, shared_from_this(), id);
+  imports_.add(id, proxy.ptr());
+  return proxy;
+}
+
+py::object Endpoint::makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info) {
+  std::vector<py::object> bases;
+  for (auto base : info.getBases()) {
+    py::object decoded = codec_.decode(base);
+    if (PyType_Check(decoded.ptr()) &&
+        PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(decoded.ptr()),
+                         reinterpret_cast<PyTypeObject*>(PyExc_BaseException))) {
+      bases.push_back(decoded);
+    }
+  }
+  if (bases.empty()) bases.push_back(py::reinterpret_borrow<py::object>(PyExc_Exception));
+  py::dict ns;
+  ns["__module__"] = py::str(readerText(info.getModule()));
+  ns["__qualname__"] = py::str(readerText(info.getQualname()));
+  std::string doc = readerText(info.getDoc());
+  ns["__doc__"] = doc.empty() ? py::object(py::none()) : py::object(py::str(doc));
+  py::str name(readerText(info.getName()));
+  py::handle typeType(reinterpret_cast<PyObject*>(&PyType_Type));
+  py::object cls;
+  // Builtin bases can clash in layout (OSError with KeyError): fall back to fewer bases.
+  std::vector<std::vector<py::object>> attempts{bases};
+  for (auto& base : bases) attempts.push_back({base});
+  attempts.push_back({py::reinterpret_borrow<py::object>(PyExc_Exception)});
+  for (auto& attempt : attempts) {
+    py::tuple tuple(attempt.size());
+    for (size_t i = 0; i < attempt.size(); ++i) tuple[i] = attempt[i];
+    PyObject* made = PyObject_CallFunctionObjArgs(typeType.ptr(), name.ptr(), tuple.ptr(),
+                                                  ns.ptr(), nullptr);
+    if (made != nullptr) {
+      cls = py::reinterpret_steal<py::object>(made);
+      break;
+    }
+    PyErr_Clear();
+  }
+  KJ_REQUIRE(bool(cls), "could not mirror the peer's exception class");
+  mirrorClasses_.emplace(id, cls);
+  mirrorIds_.emplace(cls.ptr(), id);
+  return cls;
+}
+
+py::object Endpoint::resolveBack(uint64_t id) {
+  return py::reinterpret_borrow<py::object>(exports_.get(id));
+}
+
+bool Endpoint::peerIdOf(py::handle object, uint64_t& id) {
+  if (isProxy(object) && proxyEndpoint(object) == this) {
+    id = proxyId(object);
+    return true;
+  }
+  auto found = mirrorIds_.find(object.ptr());
+  if (found != mirrorIds_.end()) {
+    id = found->second;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace pi

@@ -1,0 +1,153 @@
+// One end of a connection, the same code on both sides: calls, nested dispatch, releases.
+#pragma once
+
+#include "proxy/dispatcher.h"
+#include "proxy/export_table.h"
+#include "proxy/import_table.h"
+#include "proxy/value_codec.h"
+#include "runtime/channel.h"
+#include "runtime/deadline.h"
+
+#include <kj/exception.h>
+#include <pybind11/pybind11.h>
+
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace pi {
+
+namespace py = pybind11;
+
+// Told when the connection fails, so the owner of the child can reap it and say how it ended.
+class EndpointObserver {
+ public:
+  virtual ~EndpointObserver() = default;
+  enum class Loss {
+    kDisconnected,  // the peer closed the socket or reset it
+    kProtocol,      // the peer sent something that breaks the protocol
+    kTimeout,       // a call's deadline passed
+    kInterrupted,   // the user interrupted a call and the peer did not stop in time
+  };
+  // The connection failed. Called once, with the GIL held. Throws the exception the caller should
+  // see (a TerminationError).
+  [[noreturn]] virtual void connectionLost(Loss loss, const std::string& detail) = 0;
+  // Asks the peer to interrupt what it is doing (the parent's user pressed Ctrl-C).
+  virtual void interruptPeer() = 0;
+  // A sentence saying how the peer ended, for errors about later use.
+  virtual std::string endedDescription() = 0;
+};
+
+// Positional arguments and keyword names laid out as in the vectorcall protocol: `args` holds
+// `nargs` positional values followed by one value per name in the tuple `kwnames`.
+struct CallArgs {
+  PyObject* const* args = nullptr;
+  size_t nargs = 0;
+  PyObject* kwnames = nullptr;
+};
+
+// A symmetric endpoint. Owns the channel, the export table (our objects the peer holds) and the
+// import table (the peer's objects we hold proxies for). Shared by the proxies it makes.
+//
+// Threads: any thread holding the GIL may call request(). Requests from different threads are
+// serialized on one I/O lock (a thread waiting for it releases the GIL). A request's nested
+// callbacks are served on the thread that made it. All methods require the GIL.
+// Fork: an endpoint belongs to the process that made it; in another process every use raises
+// ClientStateError and nothing is sent.
+class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint> {
+ public:
+  Endpoint(UniqueFd socket, Role role);
+  ~Endpoint() override;
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  // Must outlive the endpoint or be reset to null first.
+  void setObserver(EndpointObserver* observer) { observer_ = observer; }
+
+  // Sends a request and waits for its answer, serving the peer's requests meanwhile. Returns the
+  // result; raises the peer's exception as a local one (py::error_already_set); throws
+  // TerminationError when the connection fails, ClientStateError when it had already failed.
+  // `deadline` bounds the whole wait (never() for none).
+  py::object request(wire::Op op, uint64_t target, std::string_view name, CallArgs args,
+                     Deadline deadline);
+
+  // Child side: sends hello, then serves until the parent says goodbye or goes away.
+  void serve();
+  // Parent side: waits for the child's hello. Throws like request().
+  void awaitHello(Deadline deadline);
+  // Parent side: asks the child to exit. Best effort; never throws.
+  void sendGoodbye();
+
+  // Shuts the connection down without an error (the owner is terminating the child). Later use
+  // raises ClientStateError with `description`.
+  void close(const std::string& description);
+  bool closed() const { return closed_; }
+
+  // The default deadline for requests, in seconds (< 0: none).
+  double defaultTimeout() const { return defaultTimeout_; }
+  void setDefaultTimeout(double seconds) { defaultTimeout_ = seconds; }
+
+  // Called by a proxy's deallocator.
+  void proxyDropped(uint64_t id, PyObject* proxy);
+
+  size_t exportCount() const { return exports_.size(); }
+  size_t importCount() const { return imports_.size(); }
+  Role role() const { return role_; }
+
+  // Raises ClientStateError unless the endpoint can carry a new request from this process.
+  void ensureUsable();
+
+  // CodecPeer
+  void exportRef(py::handle object, wire::Ref::Builder ref) override;
+  py::object importRef(wire::Ref::Reader ref) override;
+  py::object resolveBack(uint64_t id) override;
+  bool peerIdOf(py::handle object, uint64_t& id) override;
+
+ private:
+  class IoLock;
+
+  py::object awaitResponse(uint64_t callId, Deadline deadline);
+  void serveRequest(wire::Request::Reader request);
+  void applyRelease(wire::Release::Reader release);
+  void sendMessage(capnp::MessageBuilder& message, Deadline deadline);
+  IncomingFrame receive(Deadline deadline);
+  void drainAfterInterrupt(uint64_t callId);
+  [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
+  [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
+  py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
+  void describeType(PyTypeObject* type, uint64_t typeId, wire::TypeInfo::Builder info);
+  void describeClass(py::handle cls, wire::ClassInfo::Builder info);
+
+  Role role_;
+  pid_t ownerPid_;
+  Channel channel_;
+  ExportTable exports_;
+  ImportTable imports_;
+  ValueCodec codec_;
+  Dispatcher dispatcher_;
+  EndpointObserver* observer_ = nullptr;
+
+  std::recursive_mutex ioMutex_;
+  uint64_t nextCallId_ = 1;
+  bool closed_ = false;
+  std::exception_ptr lostError_;
+  std::string endedDescription_;
+  double defaultTimeout_ = -1;
+
+  // Types whose TypeInfo the peer has been sent (ids in our export table).
+  std::unordered_set<uint64_t> describedTypes_;
+  // Proxy types for the peer's type ids.
+  std::unordered_map<uint64_t, py::object> proxyTypes_;
+  // Local classes mirroring the peer's exception classes, both ways.
+  std::unordered_map<uint64_t, py::object> mirrorClasses_;
+  std::unordered_map<PyObject*, uint64_t> mirrorIds_;
+  // Reused zeroed first segment for outgoing messages (see capnp::MallocMessageBuilder).
+  kj::Array<capnp::word> scratch_;
+  bool scratchInUse_ = false;
+};
+
+}  // namespace pi

@@ -1,0 +1,50 @@
+// The peer's objects this side holds proxies for: id -> live proxy, and the releases owed.
+#pragma once
+
+#include <Python.h>
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+namespace pi {
+
+// Maps a peer export id to the one live proxy for it (a borrowed pointer: the table does not
+// keep proxies alive), and counts how many times the peer has sent the id. When the proxy is
+// deallocated, the count becomes a pending release, sent with the next outgoing message.
+// Touch only with the GIL held.
+class ImportTable {
+ public:
+  struct Release {
+    uint64_t id;
+    uint32_t count;
+  };
+
+  // The live proxy for `id` as a new reference, counting one more receive; null when none.
+  PyObject* findAndCount(uint64_t id);
+
+  // Registers a newly made proxy for `id`, counting one receive.
+  void add(uint64_t id, PyObject* proxy);
+
+  // Called from the proxy's deallocator. Forgets the entry if it still belongs to `proxy` and
+  // queues its release.
+  void dropped(uint64_t id, PyObject* proxy);
+
+  // Takes the queued releases.
+  std::vector<Release> takeReleases();
+  bool hasReleases() const { return !pending_.empty(); }
+  size_t size() const { return byId_.size(); }
+
+  // Forgets everything (the connection is gone): no releases will be sent.
+  void clear();
+
+ private:
+  struct Entry {
+    PyObject* proxy;  // borrowed
+    uint32_t count;
+  };
+  std::unordered_map<uint64_t, Entry> byId_;
+  std::vector<Release> pending_;
+};
+
+}  // namespace pi

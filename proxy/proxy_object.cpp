@@ -1,0 +1,330 @@
+// The proxy type: a CPython type whose instances each stand for one object of the peer.
+#include "proxy/proxy_object.h"
+
+#include "proxy/endpoint.h"
+#include "proxy/specials.h"
+#include "runtime/termination.h"
+
+#include <pybind11/detail/exception_translation.h>
+
+#include <cstddef>
+#include <new>
+#include <utility>
+
+namespace pi {
+
+namespace {
+
+// The instance layout. Standard layout, so offsetof is valid; the shared_ptr lives in raw
+// storage and is constructed and destroyed by hand.
+struct ProxyObject {
+  PyObject_HEAD
+  PyObject* weakrefs;
+  PyObject* label;  // str or null
+  uint64_t id;
+  alignas(std::shared_ptr<Endpoint>) unsigned char endpointStorage[sizeof(std::shared_ptr<Endpoint>)];
+};
+
+ProxyObject* asProxy(PyObject* object) { return reinterpret_cast<ProxyObject*>(object); }
+
+std::shared_ptr<Endpoint>& endpointOf(PyObject* object) {
+  return *std::launder(reinterpret_cast<std::shared_ptr<Endpoint>*>(asProxy(object)->endpointStorage));
+}
+
+PyTypeObject gProxyBaseType;
+thread_local double tThreadTimeout = -1;
+
+std::string utf8(PyObject* str) {
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(str, &size);
+  if (data == nullptr) {
+    PyErr_Clear();
+    return "?";
+  }
+  return std::string(data, size_t(size));
+}
+
+// A short, safe description of one argument for an error report: never calls into a proxy.
+std::string describeArgument(PyObject* arg) {
+  if (isProxy(arg)) return proxyLabel(arg);
+  PyObject* text = PyObject_Repr(arg);
+  if (text == nullptr) {
+    PyErr_Clear();
+    return std::string("<") + Py_TYPE(arg)->tp_name + ">";
+  }
+  std::string out = utf8(text);
+  Py_DECREF(text);
+  if (out.size() > 60) out = out.substr(0, 57) + "...";
+  return out;
+}
+
+std::string describeCall(PyObject* self, wire::Op op, std::string_view name, CallArgs args) {
+  std::string label = proxyLabel(self);
+  std::string list;
+  size_t kwcount = args.kwnames ? size_t(PyTuple_GET_SIZE(args.kwnames)) : 0;
+  for (size_t i = 0; i < args.nargs + kwcount; ++i) {
+    if (!list.empty()) list += ", ";
+    if (i >= args.nargs) list += utf8(PyTuple_GET_ITEM(args.kwnames, i - args.nargs)) + "=";
+    list += describeArgument(args.args[i]);
+    if (list.size() > 200) {
+      list = list.substr(0, 197) + "...";
+      break;
+    }
+  }
+  switch (op) {
+    case wire::Op::CALL:
+      return label + "(" + list + ")";
+    case wire::Op::GETATTR:
+      return label + "." + std::string(name);
+    case wire::Op::SETATTR:
+      return label + "." + std::string(name) + " = " + list;
+    case wire::Op::DELATTR:
+      return "del " + label + "." + std::string(name);
+    case wire::Op::GETITEM:
+      return label + "[" + list + "]";
+    case wire::Op::CALL_METHOD:
+    case wire::Op::SPECIAL:
+    case wire::Op::COMPARE:
+      return label + "." + std::string(name) + "(" + list + ")";
+    default: {
+      static const char* const kNames[] = {
+          "import",   "getattr", "setattr", "delattr",   "call",       "callMethod", "repr",
+          "str",      "dir",     "len",     "getitem",   "setitem",    "delitem",    "contains",
+          "iter",     "next",    "compare", "bool",      "hash",       "special",    "isinstance",
+          "issubclass", "byvalue", "callByName", "format", "iterBatch"};
+      size_t index = size_t(op);
+      std::string opName = index < sizeof(kNames) / sizeof(kNames[0]) ? kNames[index] : "op";
+      return opName + "(" + label + (list.empty() ? "" : ", " + list) + ")";
+    }
+  }
+}
+
+// Sends one op for `self` and returns a new reference, or null with a Python error set.
+PyObject* forward(PyObject* self, wire::Op op, std::string_view name, CallArgs args) {
+  try {
+    Endpoint& endpoint = *endpointOf(self);
+    double seconds = tThreadTimeout >= 0 ? tThreadTimeout : endpoint.defaultTimeout();
+    return endpoint.request(op, asProxy(self)->id, name, args, Deadline::afterOrNever(seconds))
+        .release()
+        .ptr();
+  } catch (const TerminationError& error) {
+    TerminationError described = error;
+    described.setCall(describeCall(self, op, name, args));
+    try {
+      throw described;
+    } catch (...) {
+      pybind11::detail::try_translate_exceptions();
+    }
+  } catch (...) {
+    pybind11::detail::try_translate_exceptions();
+  }
+  return nullptr;
+}
+
+template <size_t I>
+PyObject* specialMethod(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                        PyObject* kwnames) {
+  constexpr SpecialMethod special = kSpecialMethods[I];
+  return forward(self, special.op, special.name, CallArgs{args, size_t(nargs), kwnames});
+}
+
+template <size_t... I>
+constexpr std::array<PyMethodDef, kSpecialMethodCount> makeSpecialDefs(
+    std::index_sequence<I...>) {
+  return {{PyMethodDef{kSpecialMethods[I].name,
+                       reinterpret_cast<PyCFunction>(
+                           reinterpret_cast<void (*)()>(&specialMethod<I>)),
+                       METH_FASTCALL | METH_KEYWORDS, nullptr}...}};
+}
+
+std::array<PyMethodDef, kSpecialMethodCount> gSpecialDefs =
+    makeSpecialDefs(std::make_index_sequence<kSpecialMethodCount>{});
+
+// Names found on every proxy type that must still be read from the remote object.
+bool isForwardedDunder(PyObject* name) {
+  if (PyUnicode_GET_LENGTH(name) < 4 || PyUnicode_READ_CHAR(name, 0) != '_' ||
+      PyUnicode_READ_CHAR(name, 1) != '_') {
+    return false;
+  }
+  for (const char* forwarded : {"__doc__", "__module__", "__slots__"}) {
+    if (PyUnicode_CompareWithASCIIString(name, forwarded) == 0) return true;
+  }
+  return false;
+}
+
+PyObject* proxyGetattro(PyObject* self, PyObject* name) {
+  if (!PyUnicode_Check(name)) return PyObject_GenericGetAttr(self, name);
+  if (!isForwardedDunder(name) && _PyType_Lookup(Py_TYPE(self), name) != nullptr) {
+    return PyObject_GenericGetAttr(self, name);
+  }
+  std::string attribute = utf8(name);
+  PyObject* result = forward(self, wire::Op::GETATTR, attribute, {});
+  if (result != nullptr && isProxy(result) && asProxy(result)->label == nullptr) {
+    setProxyLabel(result, proxyLabel(self) + "." + attribute);
+  }
+  return result;
+}
+
+int proxySetattro(PyObject* self, PyObject* name, PyObject* value) {
+  if (!PyUnicode_Check(name)) {
+    PyErr_SetString(PyExc_TypeError, "attribute name must be a string");
+    return -1;
+  }
+  std::string attribute = utf8(name);
+  PyObject* result;
+  if (value == nullptr) {
+    result = forward(self, wire::Op::DELATTR, attribute, {});
+  } else {
+    PyObject* args[] = {value};
+    result = forward(self, wire::Op::SETATTR, attribute, CallArgs{args, 1, nullptr});
+  }
+  if (result == nullptr) return -1;
+  Py_DECREF(result);
+  return 0;
+}
+
+PyObject* proxyRepr(PyObject* self) { return forward(self, wire::Op::REPR, "", {}); }
+PyObject* proxyStr(PyObject* self) { return forward(self, wire::Op::STR, "", {}); }
+
+Py_hash_t proxyHash(PyObject* self) {
+  PyObject* result = forward(self, wire::Op::HASH, "", {});
+  if (result == nullptr) return -1;
+  Py_hash_t h = PyLong_AsSsize_t(result);
+  Py_DECREF(result);
+  if (h == -1 && PyErr_Occurred()) return -1;
+  return h == -1 ? -2 : h;
+}
+
+PyObject* proxyRichcompare(PyObject* self, PyObject* other, int op) {
+  static const char* const kNames[] = {"__lt__", "__le__", "__eq__", "__ne__", "__gt__", "__ge__"};
+  PyObject* args[] = {other};
+  return forward(self, wire::Op::COMPARE, kNames[op], CallArgs{args, 1, nullptr});
+}
+
+PyObject* proxyDir(PyObject* self, PyObject*) { return forward(self, wire::Op::DIR, "", {}); }
+
+PyObject* proxyFormat(PyObject* self, PyObject* spec) {
+  PyObject* args[] = {spec};
+  return forward(self, wire::Op::FORMAT, "", CallArgs{args, 1, nullptr});
+}
+
+PyObject* proxyReduceEx(PyObject* self, PyObject*) {
+  PyErr_Format(PyExc_TypeError,
+               "cannot pickle or copy a proxy of %s; use process_isolation.byvalue(proxy) to "
+               "copy the remote object",
+               proxyLabel(self).c_str());
+  return nullptr;
+}
+
+PyMethodDef gBaseMethods[] = {
+    {"__dir__", proxyDir, METH_NOARGS, "dir() of the remote object."},
+    {"__format__", proxyFormat, METH_O, "format() of the remote object."},
+    {"__reduce_ex__", proxyReduceEx, METH_O, "Proxies cannot be pickled; see byvalue()."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+void proxyDealloc(PyObject* self) {
+  ProxyObject* proxy = asProxy(self);
+  if (proxy->weakrefs != nullptr) PyObject_ClearWeakRefs(self);
+  std::shared_ptr<Endpoint>& endpoint = endpointOf(self);
+  if (endpoint) endpoint->proxyDropped(proxy->id, self);
+  endpoint.~shared_ptr();
+  Py_CLEAR(proxy->label);
+  Py_TYPE(self)->tp_free(self);
+}
+
+}  // namespace
+
+PyTypeObject* readyProxyBaseType() {
+  PyTypeObject& t = gProxyBaseType;
+  if (t.tp_flags & Py_TPFLAGS_READY) return &t;
+  Py_SET_REFCNT(reinterpret_cast<PyObject*>(&t), 1);
+  t.tp_name = "process_isolation.Proxy";
+  t.tp_doc = "Base class of every proxy for an object living in an isolated child.";
+  t.tp_basicsize = sizeof(ProxyObject);
+  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
+  t.tp_dealloc = proxyDealloc;
+  t.tp_getattro = proxyGetattro;
+  t.tp_setattro = proxySetattro;
+  t.tp_repr = proxyRepr;
+  t.tp_str = proxyStr;
+  t.tp_hash = proxyHash;
+  t.tp_richcompare = proxyRichcompare;
+  t.tp_methods = gBaseMethods;
+  t.tp_weaklistoffset = offsetof(ProxyObject, weakrefs);
+  t.tp_new = nullptr;
+  if (PyType_Ready(&t) != 0) throw py::error_already_set();
+  return &t;
+}
+
+py::object makeProxyType(const std::string& qualname, const std::string& module,
+                         const std::vector<int>& specials, uint32_t flags) {
+  py::dict ns;
+  ns["__slots__"] = py::tuple();
+  ns["__module__"] = py::str("isolated." + module);
+  ns["__qualname__"] = py::str(qualname);
+  ns["__doc__"] = py::str("Proxy for a " + module + "." + qualname +
+                          " object living in an isolated child.");
+  for (int index : specials) {
+    PyObject* descriptor = PyDescr_NewMethod(&gProxyBaseType, &gSpecialDefs[size_t(index)]);
+    if (descriptor == nullptr) throw py::error_already_set();
+    ns[kSpecialMethods[size_t(index)].name] = py::reinterpret_steal<py::object>(descriptor);
+  }
+  if (flags & kTypeUnhashable) ns["__hash__"] = py::none();
+  std::string name = qualname.substr(qualname.rfind('.') == std::string::npos
+                                         ? 0
+                                         : qualname.rfind('.') + 1);
+  if (name.empty()) name = "proxy";
+  py::tuple bases = py::make_tuple(py::handle(reinterpret_cast<PyObject*>(&gProxyBaseType)));
+  PyObject* type = PyObject_CallFunction(reinterpret_cast<PyObject*>(&PyType_Type), "sOO",
+                                         name.c_str(), bases.ptr(), ns.ptr());
+  if (type == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(type);
+}
+
+py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, uint64_t id) {
+  PyTypeObject* type = reinterpret_cast<PyTypeObject*>(proxyType.ptr());
+  PyObject* object = type->tp_alloc(type, 0);
+  if (object == nullptr) throw py::error_already_set();
+  ProxyObject* proxy = asProxy(object);
+  new (proxy->endpointStorage) std::shared_ptr<Endpoint>(std::move(endpoint));
+  proxy->id = id;
+  proxy->label = nullptr;
+  return py::reinterpret_steal<py::object>(object);
+}
+
+bool isProxy(py::handle object) { return PyObject_TypeCheck(object.ptr(), &gProxyBaseType); }
+
+Endpoint* proxyEndpoint(py::handle proxy) { return endpointOf(proxy.ptr()).get(); }
+
+std::shared_ptr<Endpoint> proxyEndpointShared(py::handle proxy) {
+  return endpointOf(proxy.ptr());
+}
+
+uint64_t proxyId(py::handle proxy) { return asProxy(proxy.ptr())->id; }
+
+std::string proxyLabel(py::handle proxy) {
+  ProxyObject* p = asProxy(proxy.ptr());
+  if (p->label != nullptr) return utf8(p->label);
+  PyObject* qualname = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(proxy.ptr())),
+                                              "__qualname__");
+  std::string name = qualname && PyUnicode_Check(qualname) ? utf8(qualname) : "object";
+  if (qualname == nullptr) PyErr_Clear();
+  Py_XDECREF(qualname);
+  return "<" + name + " object>";
+}
+
+void setProxyLabel(py::handle proxy, const std::string& label) {
+  ProxyObject* p = asProxy(proxy.ptr());
+  PyObject* text = PyUnicode_DecodeUTF8(label.data(), Py_ssize_t(label.size()), "replace");
+  if (text == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  Py_XSETREF(p->label, text);
+}
+
+double threadTimeout() { return tThreadTimeout; }
+void setThreadTimeout(double seconds) { tThreadTimeout = seconds; }
+
+}  // namespace pi

@@ -1,0 +1,44 @@
+// The proxy type: a CPython type whose instances each stand for one object of the peer.
+#pragma once
+
+#include <Python.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pi {
+
+namespace py = pybind11;
+
+class Endpoint;
+
+// Readies the base proxy type. Call once, from the extension module's init, with the GIL held.
+// Returns the type (a borrowed reference to a static type object).
+PyTypeObject* readyProxyBaseType();
+
+// A proxy type for one remote type: a subclass of the base carrying the special methods named by
+// `specials` (indexes into kSpecialMethods) and no others, so that callable(), len(), iter(),
+// operators and collections.abc checks answer as for the real object. `flags` are TypeInfo flags.
+py::object makeProxyType(const std::string& qualname, const std::string& module,
+                         const std::vector<int>& specials, uint32_t flags);
+
+// A new proxy of `proxyType` for the peer object `id` on `endpoint`.
+py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, uint64_t id);
+
+bool isProxy(py::handle object);
+// For a proxy: its endpoint and peer id. Undefined for other objects (check isProxy first).
+Endpoint* proxyEndpoint(py::handle proxy);
+std::shared_ptr<Endpoint> proxyEndpointShared(py::handle proxy);
+uint64_t proxyId(py::handle proxy);
+// A short name for what the proxy stands for ("buggy.dragons_here"), used in error reports.
+std::string proxyLabel(py::handle proxy);
+void setProxyLabel(py::handle proxy, const std::string& label);
+
+// The per-thread timeout for calls (seconds, < 0 for none), set by process_isolation.timeout().
+double threadTimeout();
+void setThreadTimeout(double seconds);
+
+}  // namespace pi

@@ -1,0 +1,246 @@
+// Python value <-> capnp Value: by value for exact builtin kinds, by reference for the rest.
+#include "proxy/value_codec.h"
+
+#include "protocol/limits.h"
+
+#include <kj/debug.h>
+
+namespace pi {
+
+namespace {
+
+// New reference or error_already_set.
+py::object steal(PyObject* object) {
+  if (object == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(object);
+}
+
+
+kj::ArrayPtr<const kj::byte> utf8Of(py::handle object, py::object& keepAlive) {
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(object.ptr(), &size);
+  if (data == nullptr) {
+    // Lone surrogates: encode them as themselves, as the decoder expects.
+    PyErr_Clear();
+    keepAlive = steal(PyUnicode_AsEncodedString(object.ptr(), "utf-8", "surrogatepass"));
+    return kj::arrayPtr(reinterpret_cast<const kj::byte*>(PyBytes_AS_STRING(keepAlive.ptr())),
+                        size_t(PyBytes_GET_SIZE(keepAlive.ptr())));
+  }
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(data), size_t(size));
+}
+
+}  // namespace
+
+BuiltinTable::BuiltinTable() {
+  py::dict namespace_ = py::module_::import("builtins").attr("__dict__");
+  for (auto item : namespace_) {
+    if (!PyType_Check(item.second.ptr())) continue;
+    std::string name = py::str(item.first);
+    if (name.empty() || name[0] == '_') continue;
+    names_.emplace(item.second.ptr(), name);
+    objects_.emplace(name, py::reinterpret_borrow<py::object>(item.second));
+  }
+  for (auto [name, object] : {std::pair<const char*, PyObject*>{"NotImplemented", Py_NotImplemented},
+                              {"Ellipsis", Py_Ellipsis}}) {
+    names_.emplace(object, name);
+    objects_.emplace(name, py::reinterpret_borrow<py::object>(object));
+  }
+}
+
+const std::string* BuiltinTable::nameOf(py::handle object) const {
+  auto found = names_.find(object.ptr());
+  return found == names_.end() ? nullptr : &found->second;
+}
+
+py::handle BuiltinTable::lookup(const std::string& name) const {
+  auto found = objects_.find(name);
+  KJ_REQUIRE(found != objects_.end(), "peer named an unknown builtin", name);
+  return found->second;
+}
+
+void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) {
+  if (depth > kMaxValueDepth) {
+    throw py::value_error("a value sent to the other process nests deeper than " +
+                          std::to_string(kMaxValueDepth) +
+                          " levels (does a container contain itself?)");
+  }
+  PyObject* o = object.ptr();
+  PyTypeObject* type = Py_TYPE(o);
+  if (o == Py_None) {
+    out.setNone();
+  } else if (type == &PyBool_Type) {
+    out.setBool(o == Py_True);
+  } else if (type == &PyLong_Type) {
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) {
+      out.setInt(value);
+    } else {
+      encodeBigInt(object, out);
+    }
+  } else if (type == &PyFloat_Type) {
+    out.setFloat(PyFloat_AS_DOUBLE(o));
+  } else if (type == &PyUnicode_Type) {
+    py::object keepAlive;
+    out.setStr(utf8Of(object, keepAlive));
+  } else if (type == &PyBytes_Type) {
+    out.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(PyBytes_AS_STRING(o)),
+                              size_t(PyBytes_GET_SIZE(o))));
+  } else if (type == &PyTuple_Type) {
+    Py_ssize_t n = PyTuple_GET_SIZE(o);
+    auto list = out.initTuple(unsigned(n));
+    for (Py_ssize_t i = 0; i < n; ++i) encode(PyTuple_GET_ITEM(o, i), list[unsigned(i)], depth + 1);
+  } else if (type == &PyList_Type) {
+    // Snapshot the items: encoding an item may run code (type descriptions) that mutates the list.
+    py::tuple items = steal(PyList_AsTuple(o));
+    Py_ssize_t n = PyTuple_GET_SIZE(items.ptr());
+    auto list = out.initList(unsigned(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      encode(PyTuple_GET_ITEM(items.ptr(), i), list[unsigned(i)], depth + 1);
+    }
+  } else if (type == &PyDict_Type) {
+    py::list items = steal(PyDict_Items(o));
+    Py_ssize_t n = PyList_GET_SIZE(items.ptr());
+    auto entries = out.initDict(unsigned(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* pair = PyList_GET_ITEM(items.ptr(), i);
+      encode(PyTuple_GET_ITEM(pair, 0), entries[unsigned(i)].initKey(), depth + 1);
+      encode(PyTuple_GET_ITEM(pair, 1), entries[unsigned(i)].initValue(), depth + 1);
+    }
+  } else if (type == &PySet_Type || type == &PyFrozenSet_Type) {
+    py::tuple items = steal(PySequence_Tuple(o));
+    Py_ssize_t n = PyTuple_GET_SIZE(items.ptr());
+    auto list = type == &PySet_Type ? out.initSet(unsigned(n)) : out.initFrozenset(unsigned(n));
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      encode(PyTuple_GET_ITEM(items.ptr(), i), list[unsigned(i)], depth + 1);
+    }
+  } else if (type == &PyByteArray_Type) {
+    out.setBytearray(kj::arrayPtr(reinterpret_cast<const kj::byte*>(PyByteArray_AS_STRING(o)),
+                                  size_t(PyByteArray_GET_SIZE(o))));
+  } else if (type == &PyComplex_Type) {
+    auto complex = out.initComplex();
+    complex.setReal(PyComplex_RealAsDouble(o));
+    complex.setImag(PyComplex_ImagAsDouble(o));
+  } else if (type == &PySlice_Type) {
+    auto slice = out.initSlice();
+    PySliceObject* s = reinterpret_cast<PySliceObject*>(o);
+    encode(s->start, slice.initStart(), depth + 1);
+    encode(s->stop, slice.initStop(), depth + 1);
+    encode(s->step, slice.initStep(), depth + 1);
+  } else {
+    uint64_t peerId = 0;
+    if (peer_.peerIdOf(object, peerId)) {
+      out.setBack(peerId);
+    } else if (const std::string* name = builtins_.nameOf(object)) {
+      out.setBuiltin(*name);
+    } else {
+      peer_.exportRef(object, out.initRef());
+    }
+  }
+}
+
+void ValueCodec::encodeBigInt(py::handle object, wire::Value::Builder out) {
+  size_t bits = object.attr("bit_length")().cast<size_t>();
+  size_t length = bits / 8 + 1;  // room for the sign bit
+  py::bytes data = object.attr("to_bytes")(length, "little", py::arg("signed") = true);
+  std::string_view view = data;
+  out.setBigInt(kj::arrayPtr(reinterpret_cast<const kj::byte*>(view.data()), view.size()));
+}
+
+py::object ValueCodec::decodeBigInt(capnp::Data::Reader data) {
+  KJ_REQUIRE(data.size() > 0, "peer sent an empty big integer");
+  py::bytes bytes(reinterpret_cast<const char*>(data.begin()), data.size());
+  return py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(&PyLong_Type))
+      .attr("from_bytes")(bytes, "little", py::arg("signed") = true);
+}
+
+py::object ValueCodec::decode(wire::Value::Reader in) {
+  switch (in.which()) {
+    case wire::Value::NONE:
+      return py::none();
+    case wire::Value::BOOL:
+      return py::bool_(in.getBool());
+    case wire::Value::INT:
+      return steal(PyLong_FromLongLong(in.getInt()));
+    case wire::Value::BIG_INT:
+      return decodeBigInt(in.getBigInt());
+    case wire::Value::FLOAT:
+      return steal(PyFloat_FromDouble(in.getFloat()));
+    case wire::Value::COMPLEX: {
+      auto c = in.getComplex();
+      return steal(PyComplex_FromDoubles(c.getReal(), c.getImag()));
+    }
+    case wire::Value::STR: {
+      auto data = in.getStr();
+      return steal(PyUnicode_DecodeUTF8(reinterpret_cast<const char*>(data.begin()),
+                                        Py_ssize_t(data.size()), "surrogatepass"));
+    }
+    case wire::Value::BYTES: {
+      auto data = in.getBytes();
+      return steal(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data.begin()),
+                                             Py_ssize_t(data.size())));
+    }
+    case wire::Value::BYTEARRAY: {
+      auto data = in.getBytearray();
+      return steal(PyByteArray_FromStringAndSize(reinterpret_cast<const char*>(data.begin()),
+                                                 Py_ssize_t(data.size())));
+    }
+    case wire::Value::LIST: {
+      auto items = in.getList();
+      py::object list = steal(PyList_New(Py_ssize_t(items.size())));
+      for (unsigned i = 0; i < items.size(); ++i) {
+        PyList_SET_ITEM(list.ptr(), Py_ssize_t(i), decode(items[i]).release().ptr());
+      }
+      return list;
+    }
+    case wire::Value::TUPLE: {
+      auto items = in.getTuple();
+      py::object tuple = steal(PyTuple_New(Py_ssize_t(items.size())));
+      for (unsigned i = 0; i < items.size(); ++i) {
+        PyTuple_SET_ITEM(tuple.ptr(), Py_ssize_t(i), decode(items[i]).release().ptr());
+      }
+      return tuple;
+    }
+    case wire::Value::DICT: {
+      py::object dict = steal(PyDict_New());
+      for (auto entry : in.getDict()) {
+        py::object key = decode(entry.getKey());
+        py::object value = decode(entry.getValue());
+        if (PyDict_SetItem(dict.ptr(), key.ptr(), value.ptr()) != 0) throw py::error_already_set();
+      }
+      return dict;
+    }
+    case wire::Value::SET:
+    case wire::Value::FROZENSET: {
+      bool frozen = in.which() == wire::Value::FROZENSET;
+      auto items = frozen ? in.getFrozenset() : in.getSet();
+      py::object set = steal(PySet_New(nullptr));
+      for (auto item : items) {
+        if (PySet_Add(set.ptr(), decode(item).ptr()) != 0) throw py::error_already_set();
+      }
+      return frozen ? steal(PyFrozenSet_New(set.ptr())) : set;
+    }
+    case wire::Value::REF:
+      return peer_.importRef(in.getRef());
+    case wire::Value::BACK:
+      return peer_.resolveBack(in.getBack());
+    case wire::Value::BUILTIN:
+      return py::reinterpret_borrow<py::object>(
+          builtins_.lookup(std::string(in.getBuiltin().cStr(), in.getBuiltin().size())));
+    case wire::Value::PICKLED: {
+      auto data = in.getPickled();
+      return steal(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data.begin()),
+                                             Py_ssize_t(data.size())));
+    }
+    case wire::Value::SLICE: {
+      auto s = in.getSlice();
+      py::object start = decode(s.getStart());
+      py::object stop = decode(s.getStop());
+      py::object step = decode(s.getStep());
+      return steal(PySlice_New(start.ptr(), stop.ptr(), step.ptr()));
+    }
+  }
+  KJ_FAIL_REQUIRE("peer sent a value of an unknown kind", uint(in.which()));
+}
+
+}  // namespace pi

@@ -1,0 +1,69 @@
+// Python value <-> capnp Value: by value for exact builtin kinds, by reference for the rest.
+#pragma once
+
+#include "protocol/isolation.capnp.h"
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+namespace pi {
+
+namespace py = pybind11;
+
+// What the codec needs from the connection it encodes for. The endpoint implements it.
+class CodecPeer {
+ public:
+  virtual ~CodecPeer() = default;
+  // Exports a local object that crosses by reference and describes it in `ref`.
+  virtual void exportRef(py::handle object, wire::Ref::Builder ref) = 0;
+  // The local stand-in (proxy, or mirrored exception class) for a ref the peer sent.
+  virtual py::object importRef(wire::Ref::Reader ref) = 0;
+  // The local object a `back` value names. Throws (kj FAILED) for an id that is not exported.
+  virtual py::object resolveBack(uint64_t id) = 0;
+  // When `object` stands for a peer object on this connection, stores its peer id in `id`.
+  virtual bool peerIdOf(py::handle object, uint64_t& id) = 0;
+};
+
+// The classes and singletons of the `builtins` module, which cross by name. Built from the
+// running interpreter; a name the peer sends that is not in the table is refused.
+class BuiltinTable {
+ public:
+  BuiltinTable();
+  // The name for `object`, or null when it is not a builtin class or singleton.
+  const std::string* nameOf(py::handle object) const;
+  // The object for `name`. Throws (kj FAILED) for an unknown name.
+  py::handle lookup(const std::string& name) const;
+
+ private:
+  std::unordered_map<PyObject*, std::string> names_;
+  std::unordered_map<std::string, py::object> objects_;
+};
+
+// Encodes and decodes values for one connection. Requires the GIL.
+class ValueCodec {
+ public:
+  explicit ValueCodec(CodecPeer& peer) : peer_(peer) {}
+
+  // Writes `object` into `out`. Throws ValueError (py::value_error) when a by-value object nests
+  // deeper than kMaxValueDepth (a container that contains itself, for one).
+  void encode(py::handle object, wire::Value::Builder out, int depth = 0);
+
+  // Makes the Python object `in` describes. Throws (kj FAILED or a Python error) for a value a
+  // well-behaved peer would not send: bad UTF-8, an unknown builtin name, an unhashable dict key,
+  // an unknown back id.
+  py::object decode(wire::Value::Reader in);
+
+  const BuiltinTable& builtins() const { return builtins_; }
+
+ private:
+  void encodeBigInt(py::handle object, wire::Value::Builder out);
+  py::object decodeBigInt(capnp::Data::Reader data);
+
+  CodecPeer& peer_;
+  BuiltinTable builtins_;
+};
+
+}  // namespace pi

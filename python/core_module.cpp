@@ -1,0 +1,167 @@
+// PYBIND11_MODULE(_core): the bindings, and the one translator from C++ failures to Python.
+#include "proxy/connection.h"
+#include "proxy/endpoint.h"
+#include "proxy/proxy_object.h"
+#include "runtime/termination.h"
+
+#include <kj/exception.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <signal.h>
+
+namespace py = pybind11;
+
+namespace {
+
+py::object errorsModule() { return py::module_::import("process_isolation.errors"); }
+
+py::object optionalInt(const std::optional<int>& value) {
+  return value ? py::object(py::int_(*value)) : py::object(py::none());
+}
+
+py::object optionalText(const std::string& text) {
+  return text.empty() ? py::object(py::none()) : py::object(py::str(text));
+}
+
+// Fields of a Termination as keyword arguments for process_isolation.errors.
+py::dict terminationFields(const pi::Termination& t) {
+  py::dict fields;
+  fields["pid"] = t.pid;
+  fields["exit_code"] = optionalInt(t.exitCode);
+  fields["signal"] = optionalInt(t.signal);
+  fields["signal_name"] = t.signal ? py::object(py::str(pi::signalName(*t.signal)))
+                                   : py::object(py::none());
+  fields["core_dumped"] = t.coreDumped;
+  fields["child_traceback"] = optionalText(t.childTraceback);
+  fields["native_traceback"] = optionalText(t.nativeTraceback);
+  fields["reason"] = optionalText(t.reason);
+  fields["ending"] = t.describeEnding();
+  return fields;
+}
+
+// The one place where C++ failures become Python exceptions.
+void translate(std::exception_ptr failure) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const pi::TerminationError& error) {
+    py::dict fields = terminationFields(error.termination());
+    fields["call"] = optionalText(error.call());
+    fields["detail"] = optionalText(error.detail());
+    const char* name = "ProcessTerminationError";
+    if (error.kind() == pi::TerminationError::Kind::kTimeout) name = "CallTimeoutError";
+    if (error.kind() == pi::TerminationError::Kind::kProtocol) name = "ProtocolError";
+    py::object cls = errorsModule().attr(name);
+    py::object instance = cls(**fields);
+    PyErr_SetObject(cls.ptr(), instance.ptr());
+  } catch (const pi::ClientStateError& error) {
+    py::object cls = errorsModule().attr("ClientStateError");
+    PyErr_SetObject(cls.ptr(), cls(error.what()).ptr());
+  } catch (const kj::Exception& error) {
+    std::string text = error.getDescription().cStr();
+    switch (error.getType()) {
+      case kj::Exception::Type::OVERLOADED:
+        PyErr_SetString(PyExc_TimeoutError, text.c_str());
+        break;
+      case kj::Exception::Type::DISCONNECTED:
+        PyErr_SetString(PyExc_ConnectionError, text.c_str());
+        break;
+      case kj::Exception::Type::UNIMPLEMENTED:
+        PyErr_SetString(PyExc_NotImplementedError, text.c_str());
+        break;
+      default:
+        PyErr_SetString(PyExc_RuntimeError, text.c_str());
+        break;
+    }
+  }
+}
+
+pi::Endpoint& endpointOfProxy(py::handle proxy) {
+  if (!pi::isProxy(proxy)) throw py::type_error("expected a proxy of an isolated object");
+  return *pi::proxyEndpoint(proxy);
+}
+
+py::object callByRequest(pi::Endpoint& endpoint, pi::wire::Op op, uint64_t target,
+                         const std::string& name, py::tuple args, py::dict kwargs,
+                         const std::string& description) {
+  std::vector<PyObject*> values;
+  for (auto arg : args) values.push_back(arg.ptr());
+  py::tuple kwnames(kwargs.size());
+  size_t i = 0;
+  for (auto item : kwargs) {
+    kwnames[i++] = item.first;
+    values.push_back(item.second.ptr());
+  }
+  pi::CallArgs callArgs{values.data(), args.size(), kwargs.size() ? kwnames.ptr() : nullptr};
+  double seconds = pi::threadTimeout() >= 0 ? pi::threadTimeout() : endpoint.defaultTimeout();
+  try {
+    return endpoint.request(op, target, name, callArgs, pi::Deadline::afterOrNever(seconds));
+  } catch (pi::TerminationError& error) {
+    error.setCall(description);
+    throw;
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "The C++ core of process_isolation. Use the process_isolation package instead.";
+  py::register_exception_translator(&translate);
+
+  PyTypeObject* proxyType = pi::readyProxyBaseType();
+  m.add_object("Proxy", py::handle(reinterpret_cast<PyObject*>(proxyType)));
+
+  py::class_<pi::Connection>(m, "Connection")
+      .def_static("start", &pi::Connection::start, py::arg("bootstrap"),
+                  py::arg("start_timeout") = 60.0,
+                  "Forks a child that runs bootstrap() and then serves; waits for it.")
+      .def_property_readonly("pid", &pi::Connection::pid)
+      .def_property_readonly("alive", &pi::Connection::alive)
+      .def_property_readonly("termination",
+                             [](pi::Connection& c) -> py::object {
+                               if (!c.termination()) return py::none();
+                               return terminationFields(*c.termination());
+                             })
+      .def("terminate", &pi::Connection::terminate, py::arg("grace") = 1.0)
+      .def_property(
+          "default_timeout", [](pi::Connection& c) { return c.endpoint()->defaultTimeout(); },
+          [](pi::Connection& c, double seconds) { c.endpoint()->setDefaultTimeout(seconds); })
+      .def("import_module",
+           [](pi::Connection& c, const std::string& name, py::list paths) {
+             py::object module = callByRequest(*c.endpoint(), pi::wire::Op::IMPORT, 0, name,
+                                               py::make_tuple(paths), py::dict(),
+                                               "import_isolated('" + name + "')");
+             if (pi::isProxy(module)) pi::setProxyLabel(module, name);
+             return module;
+           })
+      .def("call_by_name",
+           [](pi::Connection& c, const std::string& name, py::tuple args, py::dict kwargs) {
+             std::string shown = name;
+             std::replace(shown.begin(), shown.end(), ':', '.');
+             return callByRequest(*c.endpoint(), pi::wire::Op::CALL_BY_NAME, 0, name, args,
+                                  kwargs, shown + "(...)");
+           })
+      .def("interrupt", [](pi::Connection& c) { c.interruptPeer(); })
+      .def("export_count", [](pi::Connection& c) { return c.endpoint()->exportCount(); })
+      .def("import_count", [](pi::Connection& c) { return c.endpoint()->importCount(); })
+      .def("owns", [](pi::Connection& c, py::handle proxy) {
+        return pi::isProxy(proxy) && pi::proxyEndpoint(proxy) == c.endpoint().get();
+      });
+
+  m.def("isproxy", [](py::handle object) { return pi::isProxy(object); },
+        "True when the object is a proxy for an object in an isolated child.");
+  m.def("pickled_copy",
+        [](py::handle proxy) {
+          pi::Endpoint& endpoint = endpointOfProxy(proxy);
+          return callByRequest(endpoint, pi::wire::Op::BYVALUE, pi::proxyId(proxy), "",
+                               py::tuple(), py::dict(), "byvalue(" + pi::proxyLabel(proxy) + ")");
+        },
+        "The pickle bytes of the remote object a proxy stands for.");
+  m.def("proxy_label", [](py::handle proxy) {
+    endpointOfProxy(proxy);
+    return pi::proxyLabel(proxy);
+  });
+  m.def("thread_timeout", &pi::threadTimeout);
+  m.def("set_thread_timeout", &pi::setThreadTimeout);
+}

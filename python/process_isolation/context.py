@@ -1,0 +1,363 @@
+"""Isolation contexts: one isolated child each, and the default one ``import_isolated`` uses."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import sys
+import threading
+import warnings
+import weakref
+from contextlib import contextmanager
+
+from . import _byvalue, _child, _core
+from .errors import ClientStateError, ProcessTerminationError
+
+__all__ = [
+    "IsolationContext",
+    "byvalue",
+    "default_context",
+    "import_isolated",
+    "isproxy",
+    "load_module",
+    "timeout",
+]
+
+_START_METHODS = ("fork",)
+_live_contexts: "weakref.WeakSet[IsolationContext]" = weakref.WeakSet()
+_default_lock = threading.Lock()
+_default = None
+
+
+def isproxy(obj) -> bool:
+    """True when ``obj`` is a proxy for an object living in an isolated child."""
+    return _core.isproxy(obj)
+
+
+class IsolationContext:
+    """One isolated child process, and the modules imported into it.
+
+    Keyword arguments (all optional):
+        start_method: how the child is made. ``'fork'`` (default) forks this interpreter.
+        env: mapping of environment variables for the child; a value of None removes the
+            variable. Values here win over inherited ones.
+        inherit_env: when False, the child starts from an empty environment plus ``env``.
+        paths: directories prepended to the child's ``sys.path``.
+        inherit_paths: when False, the child's ``sys.path`` is ``paths`` plus the standard
+            library only.
+        cwd: the child's working directory.
+        timeout: default seconds a call may take before the child is killed and
+            :class:`CallTimeoutError` is raised; None for no limit.
+        trusted: when True, :func:`byvalue` unpickles any type the child sends; by default only
+            allow-listed plain data types.
+        start_timeout: seconds the child may take to start.
+
+    The child is started on first use (or by :meth:`start`). A context is a context manager:
+    leaving the ``with`` block terminates the child.
+    """
+
+    def __init__(self, *, start_method="fork", env=None, inherit_env=True, paths=None,
+                 inherit_paths=True, cwd=None, timeout=None, trusted=False, start_timeout=60.0,
+                 **unsupported):
+        if unsupported:
+            names = ", ".join(sorted(unsupported))
+            raise TypeError(f"IsolationContext() got options this version does not support: "
+                            f"{names}")
+        if start_method not in _START_METHODS:
+            raise ValueError(f"start_method must be one of {_START_METHODS}, not {start_method!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds or None")
+        self.start_method = start_method
+        self.env = dict(env) if env else {}
+        self.inherit_env = bool(inherit_env)
+        self.paths = [os.fspath(p) for p in (paths or ())]
+        self.inherit_paths = bool(inherit_paths)
+        self.cwd = os.fspath(cwd) if cwd is not None else None
+        self.timeout = timeout
+        self.trusted = bool(trusted)
+        self.start_timeout = start_timeout
+        self._connection = None
+        self._modules = {}
+        self._registered = {}
+        self._termination = None
+        self._lock = threading.RLock()
+        _live_contexts.add(self)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self):
+        """Starts the child. Raises RuntimeError if it is already running, and
+        ProcessTerminationError if it dies while starting."""
+        with self._lock:
+            if self._connection is not None:
+                raise RuntimeError(f"this context's child (pid {self.pid}) is already running")
+            self._start()
+        return self
+
+    def ensure_started(self):
+        """Starts the child unless it is running. Raises ClientStateError if it has ended;
+        call :meth:`restart` to start a new one."""
+        with self._lock:
+            if self._connection is None:
+                if self._termination is not None:
+                    raise ClientStateError(
+                        f"this context's child (pid {self._termination['pid']}) has ended "
+                        f"({self._termination['ending']}); call restart() to start a new one")
+                self._start()
+        return self
+
+    def _start(self):
+        if self.start_method == "fork" and threading.active_count() > 1:
+            warnings.warn(
+                "forking an isolated child from a process with several threads: locks held by "
+                "other threads stay locked in the child", RuntimeWarning, stacklevel=3)
+        bootstrap = functools.partial(_child.bootstrap, self.env, self.inherit_env, self.paths,
+                                      self.inherit_paths, self.cwd)
+        connection = _core.Connection.start(bootstrap, self.start_timeout)
+        if self.timeout is not None:
+            connection.default_timeout = float(self.timeout)
+        self._connection = connection
+        self._termination = None
+
+    def restart(self):
+        """Terminates the child (if running) and starts a new one. Proxies from the old child
+        raise ClientStateError from then on."""
+        with self._lock:
+            self._shutdown()
+            self._termination = None
+            self._start()
+        return self
+
+    def terminate(self):
+        """Ends the child: says goodbye, then SIGTERM, then SIGKILL after a short grace; reaps
+        it. Proxies from it raise ClientStateError from then on. Idempotent."""
+        with self._lock:
+            self._shutdown()
+
+    def _shutdown(self):
+        connection = self._connection
+        if connection is None:
+            return
+        self._connection = None
+        for name, proxy in self._registered.items():
+            if sys.modules.get(name) is proxy:
+                del sys.modules[name]
+        self._registered.clear()
+        self._modules.clear()
+        connection.terminate()
+        self._termination = connection.termination
+
+    def _abandon(self):
+        """After fork, in the new process: this context's child belongs to the parent."""
+        self._connection = None
+        self._modules.clear()
+        self._registered.clear()
+
+    def _live_connection(self):
+        connection = self._connection
+        if connection is None:
+            self.ensure_started()
+            connection = self._connection
+        if not connection.alive:
+            self._note_ended(connection)
+        return connection
+
+    def _note_ended(self, connection):
+        if self._connection is connection:
+            self._termination = connection.termination
+            self._connection = None
+            for name, proxy in self._registered.items():
+                if sys.modules.get(name) is proxy:
+                    del sys.modules[name]
+            self._registered.clear()
+            self._modules.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.terminate()
+        return False
+
+    def __repr__(self):
+        state = f"pid {self.pid}" if self._connection is not None else "not running"
+        return f"<IsolationContext {self.start_method}, {state}>"
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def pid(self):
+        """The child's process id, or None when no child runs."""
+        connection = self._connection
+        return connection.pid if connection is not None else None
+
+    @property
+    def alive(self):
+        """True while the child runs and can be used."""
+        connection = self._connection
+        return connection is not None and connection.alive
+
+    @property
+    def termination(self):
+        """How the last child ended, as a dict (pid, exit_code, signal, signal_name,
+        core_dumped, child_traceback, native_traceback, reason), or None while it runs."""
+        connection = self._connection
+        if connection is not None and not connection.alive:
+            self._note_ended(connection)
+        return self._termination
+
+    # -- using the child ---------------------------------------------------------------------
+
+    def load_module(self, name, path=None):
+        """Imports module ``name`` (dotted names allowed) in the child and returns its proxy.
+
+        Args:
+            name: the module's name, as for ``importlib.import_module``.
+            path: directories prepended to the child's ``sys.path`` first.
+
+        Returns:
+            The proxy. The same name gives the same proxy while the child lives. The proxy is
+            also put in ``sys.modules[name]`` unless a real module of that name is there.
+
+        Raises:
+            ImportError (or whatever the import raised in the child), ProcessTerminationError.
+        """
+        with self._lock:
+            connection = self._live_connection()
+            module = self._modules.get(name)
+            if module is not None:
+                return module
+            try:
+                module = connection.import_module(name, [os.fspath(p) for p in (path or ())])
+            except ProcessTerminationError:
+                self._note_ended(connection)
+                raise
+            self._modules[name] = module
+            existing = sys.modules.get(name)
+            if existing is None or _core.isproxy(existing):
+                sys.modules[name] = module
+                self._registered[name] = module
+            return module
+
+    import_module = load_module
+
+    def call(self, func, *args, **kwargs):
+        """Runs ``func(*args, **kwargs)`` in the child and returns the result.
+
+        ``func`` is a proxy, or a module-level function or class of this interpreter, passed by
+        its module and qualified name (``ctx.call(os.getpid)`` runs the child's ``os.getpid``).
+        """
+        if _core.isproxy(func):
+            return func(*args, **kwargs)
+        module = getattr(func, "__module__", None)
+        qualname = getattr(func, "__qualname__", None)
+        if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+            raise TypeError(
+                f"call() needs a proxy or a module-level function or class, not {func!r}: the "
+                "child finds it by module and qualified name")
+        with self._lock:
+            connection = self._live_connection()
+        try:
+            return connection.call_by_name(f"{module}:{qualname}", args, kwargs)
+        except ProcessTerminationError:
+            self._note_ended(connection)
+            raise
+
+    def _owns(self, proxy):
+        connection = self._connection
+        return connection is not None and connection.owns(proxy)
+
+    def _counts(self):
+        """(objects the child holds for the parent, ... for the child) — for tests."""
+        connection = self._live_connection()
+        return connection.export_count(), connection.import_count()
+
+
+def default_context() -> IsolationContext:
+    """The context :func:`import_isolated` and :func:`load_module` use when none is given."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = IsolationContext()
+        return _default
+
+
+def import_isolated(name, path=None, *, context=None):
+    """Imports module ``name`` in an isolated child and returns a proxy to it.
+
+    Args:
+        name: the module's name; dotted names return that submodule.
+        path: directories prepended to the child's ``sys.path``.
+        context: the IsolationContext to use; the default context when None.
+
+    Returns:
+        The module proxy (the same one for the same name and context).
+
+    Raises:
+        Whatever the import raised in the child (ImportError, ...), re-raised here;
+        ProcessTerminationError if the child dies.
+    """
+    return (context or default_context()).load_module(name, path)
+
+
+def load_module(name, path=None):
+    """:func:`import_isolated` on the default context."""
+    return default_context().load_module(name, path)
+
+
+def byvalue(proxy):
+    """Copies the remote object a proxy stands for into this process (a deep copy by pickle).
+
+    Raises:
+        TypeError: ``proxy`` is not a proxy, the object cannot be pickled in the child, or (for
+            an untrusted context) its pickle names a type outside the allow-list.
+        ProcessTerminationError, ClientStateError: the child is gone.
+    """
+    if not _core.isproxy(proxy):
+        raise TypeError(f"byvalue() needs a proxy of an isolated object, not {type(proxy)!r}")
+    trusted = any(ctx.trusted for ctx in list(_live_contexts) if ctx._owns(proxy))
+    try:
+        data = _core.pickled_copy(proxy)
+    except (ProcessTerminationError, ClientStateError):
+        raise
+    except Exception as error:
+        raise TypeError(f"cannot copy {_core.proxy_label(proxy)} by value: {error}") from error
+    return _byvalue.loads(data, trusted)
+
+
+@contextmanager
+def timeout(seconds):
+    """Calls made by this thread inside the block time out after ``seconds``.
+
+    On expiry the child's traceback is taken, the child is killed, and :class:`CallTimeoutError`
+    is raised. Overrides the context's own ``timeout`` option.
+    """
+    if seconds is not None and seconds <= 0:
+        raise ValueError("timeout must be a positive number of seconds or None")
+    previous = _core.thread_timeout()
+    _core.set_thread_timeout(-1.0 if seconds is None else float(seconds))
+    try:
+        yield
+    finally:
+        _core.set_thread_timeout(previous)
+
+
+def _forget_contexts_after_fork():
+    for ctx in list(_live_contexts):
+        ctx._abandon()
+    for name, module in list(sys.modules.items()):
+        if _core.isproxy(module):
+            del sys.modules[name]
+
+
+def _terminate_all_at_exit():
+    for ctx in list(_live_contexts):
+        try:
+            ctx.terminate()
+        except Exception:  # at exit, a failing child must not hide the others
+            pass
+
+
+os.register_at_fork(after_in_child=_forget_contexts_after_fork)
+atexit.register(_terminate_all_at_exit)

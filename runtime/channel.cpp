@@ -1,0 +1,209 @@
+// The byte stream to the peer: whole frames in and out over a Unix socket, with deadlines.
+#include "runtime/channel.h"
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <kj/debug.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace pi {
+
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+
+// The single place where a socket error becomes a typed kj exception.
+[[noreturn]] void throwSocketError(const boost::system::error_code& ec, const char* what) {
+  namespace error = boost::asio::error;
+  if (ec == error::eof || ec == error::connection_reset || ec == error::broken_pipe ||
+      ec == error::not_connected || ec == error::bad_descriptor || ec == error::shut_down) {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "peer closed the connection", what,
+                                         ec.message()));
+  }
+  kj::throwFatalException(KJ_EXCEPTION(FAILED, "socket error", what, ec.message()));
+}
+
+}  // namespace
+
+struct Channel::Impl {
+  boost::asio::io_context io;
+  boost::asio::local::stream_protocol::socket socket{io};
+  // Received bytes not yet returned as frames: [begin, end) of buffer.
+  std::vector<kj::byte> buffer = std::vector<kj::byte>(kReadChunk);
+  size_t begin = 0;
+  size_t end = 0;
+  std::function<void()> waitHook;
+  int hookPeriodMillis = 0;
+  bool isShutdown = false;
+
+  // Blocks until the socket is ready for `events`, the deadline passes (OVERLOADED) or the hook
+  // throws.
+  void wait(short events, const Deadline& deadline) {
+    for (;;) {
+      if (deadline.expired()) {
+        kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "deadline passed while waiting for the peer"));
+      }
+      pollfd pfd{socket.native_handle(), events, 0};
+      int timeout = deadline.pollMillis(hookPeriodMillis > 0 && waitHook ? hookPeriodMillis
+                                                                         : std::numeric_limits<int>::max());
+      int n = ::poll(&pfd, 1, timeout);
+      if (n > 0) return;  // readable, writable, or an error/hangup that the next I/O call reports
+      if (n < 0) {
+        int error = errno;
+        KJ_REQUIRE(error == EINTR, "poll failed", strerror(error));
+        if (waitHook) waitHook();
+        continue;
+      }
+      if (waitHook && hookPeriodMillis > 0) waitHook();
+    }
+  }
+
+  size_t buffered() const { return end - begin; }
+
+  // Reads whatever is available (at least one byte) into the buffer tail.
+  void fill(const Deadline& deadline) {
+    if (begin == end) begin = end = 0;
+    if (buffer.size() - end < kReadChunk / 4) {
+      memmove(buffer.data(), buffer.data() + begin, buffered());
+      end -= begin;
+      begin = 0;
+      if (buffer.size() - end < kReadChunk / 4) buffer.resize(buffer.size() * 2);
+    }
+    for (;;) {
+      boost::system::error_code ec;
+      size_t n = socket.read_some(boost::asio::buffer(buffer.data() + end, buffer.size() - end), ec);
+      if (!ec) {
+        end += n;
+        return;
+      }
+      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        wait(POLLIN, deadline);
+        continue;
+      }
+      if (ec == boost::asio::error::interrupted) continue;
+      throwSocketError(ec, "receive");
+    }
+  }
+
+  // Reads exactly `size` bytes into `out`, first from the buffer, then straight from the socket.
+  void readExactly(kj::byte* out, size_t size, const Deadline& deadline) {
+    size_t fromBuffer = std::min(size, buffered());
+    memcpy(out, buffer.data() + begin, fromBuffer);
+    begin += fromBuffer;
+    size_t done = fromBuffer;
+    while (done < size) {
+      boost::system::error_code ec;
+      size_t n = socket.read_some(boost::asio::buffer(out + done, size - done), ec);
+      if (!ec) {
+        done += n;
+        continue;
+      }
+      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        wait(POLLIN, deadline);
+        continue;
+      }
+      if (ec == boost::asio::error::interrupted) continue;
+      throwSocketError(ec, "receive");
+    }
+  }
+};
+
+Channel::Channel(UniqueFd socket) : impl_(std::make_unique<Impl>()) {
+  boost::system::error_code ec;
+  impl_->socket.assign(boost::asio::local::stream_protocol(), socket.release(), ec);
+  if (ec) throwSocketError(ec, "assign");
+  impl_->socket.non_blocking(true, ec);
+  if (ec) throwSocketError(ec, "non_blocking");
+}
+
+Channel::~Channel() = default;
+
+int Channel::fd() const { return impl_->socket.native_handle(); }
+
+void Channel::setWaitHook(std::function<void()> hook, int periodMillis) {
+  impl_->waitHook = std::move(hook);
+  impl_->hookPeriodMillis = periodMillis;
+}
+
+void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline) {
+  if (impl_->isShutdown) {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was shut down"));
+  }
+  std::vector<boost::asio::const_buffer> buffers;
+  buffers.reserve(pieces.size());
+  for (auto piece : pieces) {
+    if (piece.size() > 0) buffers.emplace_back(piece.begin(), piece.size());
+  }
+  size_t first = 0;
+  while (first < buffers.size()) {
+    boost::system::error_code ec;
+    // Gather as many pieces as sendmsg takes at once (IOV_MAX is 1024 on Linux).
+    size_t last = std::min(buffers.size(), first + 512);
+    std::vector<boost::asio::const_buffer> batch(buffers.begin() + first, buffers.begin() + last);
+    size_t n = impl_->socket.write_some(batch, ec);
+    if (ec) {
+      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        impl_->wait(POLLOUT, deadline);
+        continue;
+      }
+      if (ec == boost::asio::error::interrupted) continue;
+      throwSocketError(ec, "send");
+    }
+    while (n > 0 && first < buffers.size()) {
+      if (n >= buffers[first].size()) {
+        n -= buffers[first].size();
+        ++first;
+      } else {
+        buffers[first] += n;
+        n = 0;
+      }
+    }
+  }
+}
+
+bool Channel::hasBufferedFrame() const {
+  auto available = kj::arrayPtr(impl_->buffer.data() + impl_->begin, impl_->buffered());
+  KJ_IF_MAYBE(size, peekFrameSize(available)) { return size->totalBytes <= available.size(); }
+  return false;
+}
+
+IncomingFrame Channel::receive(Deadline deadline) {
+  if (impl_->isShutdown) {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was shut down"));
+  }
+  for (;;) {
+    auto available = kj::arrayPtr(impl_->buffer.data() + impl_->begin, impl_->buffered());
+    KJ_IF_MAYBE(size, peekFrameSize(available)) {
+      auto words = kj::heapArray<capnp::word>(size->totalBytes / 8);
+      impl_->readExactly(reinterpret_cast<kj::byte*>(words.begin()), size->totalBytes, deadline);
+      return IncomingFrame(kj::mv(words), *size);
+    }
+    impl_->fill(deadline);
+  }
+}
+
+void Channel::shutdown() {
+  if (impl_->isShutdown) return;
+  impl_->isShutdown = true;
+  boost::system::error_code ec;
+  impl_->socket.shutdown(boost::asio::socket_base::shutdown_both, ec);  // best effort
+}
+
+}  // namespace pi
+
+namespace pi {
+
+void Channel::abandon() {
+  impl_->isShutdown = true;
+  boost::system::error_code ec;
+  impl_->socket.release(ec);
+}
+
+}  // namespace pi

@@ -1,0 +1,64 @@
+// The byte stream to the peer: whole frames in and out over a Unix socket, with deadlines.
+#pragma once
+
+#include "protocol/framing.h"
+#include "runtime/deadline.h"
+#include "runtime/unique_fd.h"
+
+#include <kj/array.h>
+#include <kj/function.h>
+
+#include <functional>
+#include <memory>
+
+namespace pi {
+
+// One end of a SOCK_STREAM Unix socket carrying framed messages. Does all I/O on the calling
+// thread (no threads, no process-wide signal handlers); blocking waits honour a Deadline.
+//
+// Errors are kj exceptions whose type says how to react:
+//   DISCONNECTED  the peer closed its end or reset the connection (EOF, ECONNRESET, EPIPE);
+//   OVERLOADED    the deadline passed;
+//   FAILED        a frame header broke the limits in limits.h, or an unexpected socket error.
+// A Channel is not thread-safe; callers serialize. It is not fork-safe: a forked child must not
+// use its parent's Channel (build a new one on an fd that the child owns).
+class Channel {
+ public:
+  // Takes ownership of a connected stream socket and switches it to non-blocking mode.
+  explicit Channel(UniqueFd socket);
+  ~Channel();
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  // Writes all of `pieces` (one or more frames) in order. Partial writes are resumed; waits for
+  // buffer space until `deadline`.
+  void send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline);
+
+  // Reads one whole frame, waiting until `deadline`. Bytes after it stay buffered for the next
+  // call. The frame header is checked against the limits before its body is allocated.
+  IncomingFrame receive(Deadline deadline);
+
+  // True when a whole frame is already buffered, so receive() will not block.
+  bool hasBufferedFrame() const;
+
+  // Called whenever a wait is interrupted by a signal (EINTR), and every `periodMillis` while a
+  // wait goes on when periodMillis > 0. It may throw to abandon the wait (for example a
+  // KeyboardInterrupt); the channel stays usable, but a frame may be left half-read, so callers
+  // that abandon a receive must treat the stream as out of step.
+  void setWaitHook(std::function<void()> hook, int periodMillis);
+
+  // Shuts both directions down so the peer sees EOF; further sends and receives fail.
+  void shutdown();
+
+  int fd() const;
+
+  // Gives up the socket without closing it. For a copy of a channel inherited across fork, whose
+  // fd number may already belong to something else in this process.
+  void abandon();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pi

@@ -1,0 +1,125 @@
+// The child right after fork: fd hygiene, death signal, crash pipe, then the serve loop.
+#include "runtime/child_main.h"
+
+#include <Python.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace pi {
+
+namespace {
+
+// Async-signal-safe note to stderr for failures before the serve loop exists.
+void rawLog(const char* message) {
+  ssize_t ignored = ::write(2, message, strlen(message));
+  (void)ignored;
+}
+
+[[noreturn]] void dieEarly(const char* message, int status) {
+  rawLog("process_isolation child: ");
+  rawLog(message);
+  rawLog("\n");
+  ::_exit(status);
+}
+
+void closeFrom(int first) {
+#ifdef SYS_close_range
+  if (::syscall(SYS_close_range, unsigned(first), ~0U, 0) == 0) return;
+#endif
+  long max = ::sysconf(_SC_OPEN_MAX);
+  for (int fd = first; fd < max; ++fd) ::close(fd);
+}
+
+void moveFds(const ChildSetup& setup) {
+  int socketHigh = ::fcntl(setup.socketFd, F_DUPFD_CLOEXEC, 10);
+  int crashHigh = ::fcntl(setup.crashFd, F_DUPFD_CLOEXEC, 10);
+  if (socketHigh < 0 || crashHigh < 0) dieEarly("cannot duplicate its fds", 70);
+  ::close(setup.socketFd);
+  ::close(setup.crashFd);
+  // Stdio the parent had closed must not be left free: our socket could land there.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0) {
+      int null = ::open("/dev/null", O_RDWR);
+      if (null >= 0 && null != fd) {
+        ::dup2(null, fd);
+        ::close(null);
+      }
+    }
+  }
+  if (::dup2(socketHigh, kChildSocketFd) < 0 || ::dup2(crashHigh, kChildCrashFd) < 0) {
+    dieEarly("cannot place its fds", 70);
+  }
+  closeFrom(kChildCrashFd + 1);
+}
+
+void resetSignals() {
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // A host's handlers must not run in the child; Python-level handlers are reset by the
+  // bootstrap. SIGINT keeps the interpreter's handler (KeyboardInterrupt), SIGPIPE stays ignored
+  // as Python set it up.
+  for (int sig : {SIGCHLD, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM}) {
+    ::signal(sig, SIG_DFL);
+  }
+}
+
+void enableFaulthandler() {
+  PyObject* module = PyImport_ImportModule("faulthandler");
+  if (module == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  PyObject* enable = PyObject_GetAttrString(module, "enable");
+  PyObject* args = Py_BuildValue("(i)", kChildCrashFd);
+  PyObject* kwargs = Py_BuildValue("{s:O}", "all_threads", Py_True);
+  PyObject* result = (enable && args && kwargs) ? PyObject_Call(enable, args, kwargs) : nullptr;
+  if (result == nullptr) PyErr_Clear();
+  Py_XDECREF(result);
+  Py_XDECREF(kwargs);
+  Py_XDECREF(args);
+  Py_XDECREF(enable);
+  // SIGUSR2 dumps every thread's traceback to the crash pipe without stopping the child: the
+  // parent sends it before killing a child whose call timed out.
+  PyObject* registered = PyObject_CallMethod(module, "register", "iiO", SIGUSR2, kChildCrashFd,
+                                             Py_True);
+  if (registered == nullptr) PyErr_Clear();
+  Py_XDECREF(registered);
+  Py_DECREF(module);
+}
+
+void flushStdio() {
+  for (const char* name : {"stdout", "stderr"}) {
+    PyObject* stream = PySys_GetObject(name);  // borrowed
+    if (stream == nullptr || stream == Py_None) continue;
+    PyObject* result = PyObject_CallMethod(stream, "flush", nullptr);
+    if (result == nullptr) PyErr_Clear();
+    Py_XDECREF(result);
+  }
+}
+
+}  // namespace
+
+void runChild(const ChildSetup& setup, MessageHandler& handler) {
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) dieEarly("cannot set its death signal", 70);
+  if (::getppid() != setup.parentPid) ::_exit(71);  // the parent died before prctl took hold
+  moveFds(setup);
+  resetSignals();
+  bool python = Py_IsInitialized();
+  if (python) enableFaulthandler();
+  int status = 0;
+  try {
+    status = handler.serve(UniqueFd(kChildSocketFd));
+  } catch (...) {
+    status = 70;
+  }
+  if (python) flushStdio();
+  ::_exit(status);
+}
+
+}  // namespace pi

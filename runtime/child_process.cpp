@@ -1,0 +1,151 @@
+// A forked child process: fork (with the interpreter's fork hooks), pid + pidfd, kill, reap.
+#include "runtime/child_process.h"
+
+#include <Python.h>
+#include <kj/debug.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace pi {
+
+namespace {
+
+int openPidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  int fd = int(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd >= 0) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+  }
+#endif
+  return -1;
+}
+
+}  // namespace
+
+ChildProcess ChildProcess::fork(const std::function<void()>& childMain) {
+  bool python = Py_IsInitialized();
+  if (python) PyOS_BeforeFork();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (python) PyOS_AfterFork_Child();
+    try {
+      childMain();
+    } catch (...) {
+    }
+    ::_exit(127);
+  }
+  int error = errno;
+  if (python) PyOS_AfterFork_Parent();
+  if (pid < 0) {
+    KJ_FAIL_SYSCALL("fork", error);
+  }
+  return ChildProcess(pid, UniqueFd(openPidfd(pid)));
+}
+
+ChildProcess::ChildProcess(pid_t pid, UniqueFd pidfd)
+    : pid_(pid), owner_(::getpid()), pidfd_(std::move(pidfd)), reaped_(false) {}
+
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept
+    : pid_(other.pid_),
+      owner_(other.owner_),
+      pidfd_(std::move(other.pidfd_)),
+      reaped_(std::exchange(other.reaped_, true)),
+      termination_(kj::mv(other.termination_)) {}
+
+ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
+  if (this != &other) {
+    if (!reaped_ && owner_ == ::getpid()) killAndReap();
+    pid_ = other.pid_;
+    owner_ = other.owner_;
+    pidfd_ = std::move(other.pidfd_);
+    reaped_ = std::exchange(other.reaped_, true);
+    termination_ = kj::mv(other.termination_);
+  }
+  return *this;
+}
+
+ChildProcess::~ChildProcess() {
+  if (owner_ != ::getpid()) {
+    pidfd_.release();  // inherited across fork: the fd number is not ours any more
+    return;
+  }
+  if (!reaped_) {
+    try {
+      killAndReap();
+    } catch (...) {
+      // A destructor must not throw; the child was signalled, the kernel will clean up.
+    }
+  }
+}
+
+kj::Maybe<Termination> ChildProcess::tryReap() {
+  if (reaped_) return termination_;
+  if (owner_ != ::getpid()) return nullptr;
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return nullptr;
+  reaped_ = true;
+  pidfd_.reset();
+  if (r < 0) {
+    // ECHILD: someone else (a host's waitpid(-1)) reaped our child; its status is lost.
+    Termination t;
+    t.pid = pid_;
+    termination_ = t;
+  } else {
+    termination_ = Termination::fromWaitStatus(pid_, status);
+  }
+  return termination_;
+}
+
+kj::Maybe<Termination> ChildProcess::waitFor(Deadline deadline) {
+  for (;;) {
+    KJ_IF_MAYBE(t, tryReap()) { return *t; }
+    if (deadline.expired()) return nullptr;
+    if (pidfd_) {
+      pollfd pfd{pidfd_.get(), POLLIN, 0};
+      int n = ::poll(&pfd, 1, deadline.pollMillis(1000));
+      if (n < 0 && errno != EINTR) KJ_FAIL_SYSCALL("poll(pidfd)", errno);
+    } else {
+      ::usleep(1000);  // no pidfd (old kernel): poll the status every millisecond
+    }
+  }
+}
+
+void ChildProcess::kill(int signal) {
+  if (reaped_ || owner_ != ::getpid()) return;
+  ::kill(pid_, signal);  // the pid is ours until we reap it, so it cannot have been recycled
+}
+
+Termination ChildProcess::reapBlocking() {
+  KJ_IF_MAYBE(t, waitFor(Deadline::never())) { return *t; }
+  KJ_FAIL_ASSERT("waitFor without deadline returned nothing");
+}
+
+Termination ChildProcess::terminate(double graceSeconds) {
+  if (reaped_) {
+    KJ_IF_MAYBE(t, termination_) { return *t; }
+  }
+  kill(SIGTERM);
+  KJ_IF_MAYBE(t, waitFor(Deadline::after(graceSeconds))) { return *t; }
+  return killAndReap();
+}
+
+Termination ChildProcess::killAndReap() {
+  if (reaped_) {
+    KJ_IF_MAYBE(t, termination_) { return *t; }
+  }
+  kill(SIGKILL);
+  return reapBlocking();
+}
+
+}  // namespace pi
