@@ -6,11 +6,12 @@ Run as a script for the peers whose child is a fresh interpreter started with su
     python bench/peer_servers.py pyro5 PATH FD     Pyro5 daemon on Unix socket PATH; writes one
                                                    byte to pipe FD when it is ready
 
-The functions `serve_messages` (the Pipe and execnet children) and `BenchService` (the object
-registered with multiprocessing.managers) are imported from here by the parent side too.
+The functions `serve_messages` (the Pipe and execnet children) and `BenchManager` (the
+multiprocessing manager serving a BenchService) are imported from here by the parent side too.
 Every server ends when its parent's end of the connection closes.
 """
 
+import multiprocessing.managers
 import os
 import socket
 import sys
@@ -102,6 +103,13 @@ class BenchService:
 
     def crash(self):
         return benchmod.crash()
+
+
+class BenchManager(multiprocessing.managers.BaseManager):
+    """A multiprocessing manager whose server process holds one registered BenchService."""
+
+
+BenchManager.register('Bench', callable=BenchService)
 
 
 def serve_rpyc(fd):

@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -24,14 +25,14 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
-import numpy  # noqa: E402
-
 import floor  # noqa: E402
-import implementations  # noqa: E402
+import implementation  # noqa: E402
 import measure  # noqa: E402
+import ours  # noqa: E402
+import peers  # noqa: E402
 import report  # noqa: E402
 from cases import CASES  # noqa: E402
-from implementations import NotApplicable  # noqa: E402
+from implementation import NotApplicable  # noqa: E402
 from measure import DeadlineExceeded, deadline  # noqa: E402
 from report import MemoryRow, Row  # noqa: E402
 
@@ -75,12 +76,13 @@ def check_result(case, result, size):
     elif kind == 'mixed':
         assert tuple(result) == (1, 3, False), result
     elif kind == 'callback':
-        assert result == implementations.parent_fn(implementations.CALLBACK_ARG), result
+        assert result == implementation.parent_fn(implementation.CALLBACK_ARG), result
     elif kind == 'count':
         assert result == size, result
     elif kind == 'bytes':
         assert isinstance(result, bytes) and len(result) == size, type(result)
     elif kind == 'array':
+        import numpy
         assert isinstance(result, numpy.ndarray) and result.size == size, type(result)
     elif kind.startswith('taken:'):
         length, type_name = result
@@ -99,8 +101,8 @@ def measure_floor(cfg, rows, problems):
         with floor.FloorProgram() as program:
             rtt = program.round_trip(cfg['rtt_iters'], cfg['call_reps'])
             rtt_one_cpu = program.round_trip(cfg['rtt_iters'], cfg['call_reps'], cpu=0)
-            log(f'floor: 64-byte round trip {report.format_time(numpy.median(rtt))}, '
-                f'both on one CPU {report.format_time(numpy.median(rtt_one_cpu))}')
+            log(f'floor: 64-byte round trip {report.format_time(statistics.median(rtt))}, '
+                f'both on one CPU {report.format_time(statistics.median(rtt_one_cpu))}')
             for case in CASES:
                 if case.round_trips:
                     n = case.round_trips
@@ -123,7 +125,7 @@ def measure_floor(cfg, rows, problems):
                                 status=f'not available: {describe(error)}'))
 
     samples = measure.sample_each(floor.fork_exit_wait, cfg['fork_reps'], warmup=2)
-    log(f'reference: bare fork + exit + wait {report.format_time(numpy.median(samples))}')
+    log(f'reference: bare fork + exit + wait {report.format_time(statistics.median(samples))}')
     for key in ('startup', 'crash_restart'):
         rows.append(Row(key, 'reference: bare os.fork + os._exit + os.waitpid (Python)',
                         'floor', samples=list(samples)))
@@ -164,7 +166,7 @@ def run_scaled_case(impl, case, cfg):
     if size != case.size:
         factor = case.size / size
         samples = [s * factor for s in samples]
-        notes.append(f'scaled from {size:,} to {case.size:,} (× {factor:g}): over the '
+        notes.append(f'scaled from {size:,} to {case.size:,} (× {factor:.3g}): over the '
                      f"{cfg['budget_s']:g} s budget")
     return samples, notes
 
@@ -194,7 +196,7 @@ def run_steady_cases(impl, cfg, rows, problems):
             traceback.print_exc()
             impl.close()   # the child may be wedged: the next case starts a new one
             started = False
-        row.notes = notes + [impl.notes[key] for key in (case.key, case.op) if key in impl.notes]
+        row.notes = notes + [impl.notes[key] for key in {case.key, case.op} if key in impl.notes]
         log(f'  {case.key:22} {summary(row)}')
     impl.close()
 
@@ -227,7 +229,7 @@ def run_startup(impl, cfg, rows, problems):
             impl.close()
         if 'startup' in impl.notes:
             row.notes.append(impl.notes['startup'])
-        log(f'  startup ({method}){"":10} {summary(row)}')
+        log(f"  {'startup (' + method + ')':22} {summary(row)}")
 
 
 def run_crash_cycle(impl, cfg, rows, problems):
@@ -258,7 +260,7 @@ def run_crash_cycle(impl, cfg, rows, problems):
         traceback.print_exc()
     finally:
         impl.close()
-    log(f'  crash_restart{"":10} {summary(row)}')
+    log(f"  {'crash_restart':22} {summary(row)}")
 
 
 def run_memory(impl, cfg, memory_rows, problems):
@@ -283,7 +285,7 @@ def run_memory(impl, cfg, memory_rows, problems):
             measure.settle()
             row.parent_after = measure.rss_bytes(os.getpid())
             row.child_after = measure.rss_bytes(child)
-        log(f'  memory{"":17} {calls:,} calls, {report.format_time(row.seconds / calls)}/call, '
+        log(f"  {'memory':22} " f'{calls:,} calls, {report.format_time(row.seconds / calls)}/call, '
             f'parent +{report.format_mib(row.parent_after - row.parent_before)} MiB, '
             f'child +{report.format_mib(row.child_after - row.child_before)} MiB')
     except (Exception, DeadlineExceeded) as error:
@@ -388,7 +390,7 @@ def main(argv):
     cfg = dict(QUICK if args.quick else FULL)
     if args.memory_calls is not None:
         cfg['memory_calls'] = max(1, args.memory_calls)
-    chosen = implementations.ALL
+    chosen = (ours.ProcessIsolation,) + peers.ALL
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(',')}
         chosen = [cls for cls in chosen if cls.name.lower() in wanted]

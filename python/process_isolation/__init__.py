@@ -18,6 +18,7 @@ from .context import (
     load_module,
     timeout,
 )
+from .session import Session, SharedExtensionWarning
 from .errors import (
     CallTimeoutError,
     ClientStateError,
@@ -34,6 +35,8 @@ __all__ = [
     "ProtocolError",
     "Proxy",
     "RemoteTraceback",
+    "Session",
+    "SharedExtensionWarning",
     "byvalue",
     "default_context",
     "import_isolated",

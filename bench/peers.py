@@ -1,17 +1,10 @@
-"""The parent side of every implementation under test, each behind the same small interface.
+"""The peers: the same benchmark cases done with RPyC, multiprocessing.managers, Pyro5, execnet
+and a hand-written multiprocessing.Pipe message loop (the pure-Python floor).
 
-An implementation starts one child that serves `benchmod`, hands out zero-argument callables
-that do one operation of a case (`op_<case>`), and stops its child again. Each class shows how
-that library would idiomatically be used for the case, so a reader can check the comparison is
-fair. Where a library cannot do a case, its `op_` raises NotApplicable with the reason.
-
-Ownership: an implementation owns its child process from `start()` to `close()`. `close()` is
-idempotent, never raises, and leaves no process behind: every wait has a timeout, after which
-the child is killed and reaped.
+Each child is a separate process serving benchmod (see peer_servers.py for the child side).
 """
 
 import multiprocessing
-import multiprocessing.managers
 import os
 import select
 import socket
@@ -20,185 +13,14 @@ import sys
 import tempfile
 import threading
 
-import numpy
-
 import peer_servers
+from implementation import (BENCH_DIR, CALLBACK_ARG, MAX_CALLBACKS_PER_CALL, START_TIMEOUT_S,
+                            STOP_TIMEOUT_S, Implementation, RemoteFailure,
+                            parent_fn, stop_mp_process, stop_popen)
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(BENCH_DIR, 'peer_servers.py')
-START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 5
-MAX_CALLBACKS_PER_CALL = 100
-CALLBACK_ARG = 7
 
 
-class NotApplicable(Exception):
-    """The implementation has no way to do this case; the message says why."""
-
-
-class RemoteFailure(Exception):
-    """A message-passing child reported an exception."""
-
-
-def parent_fn(x):
-    """The parent function the child calls in the callback case."""
-    return x + 1
-
-
-def stop_popen(proc):
-    """End a subprocess.Popen child: wait briefly for it to exit by itself, then kill and reap."""
-    if proc is None:
-        return
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
-
-
-def stop_mp_process(proc):
-    """End a multiprocessing.Process child the same way."""
-    if proc is None:
-        return
-    proc.join(STOP_TIMEOUT_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(STOP_TIMEOUT_S)
-
-
-class Implementation:
-    """Base: the interface run.py drives. Subclasses fill in start/close and the op_ methods.
-
-    `start_methods` lists the ways the child can be started for the start-up case; the first is
-    used for every other case. `notes` maps a case key to a remark shown in that case's row.
-    """
-
-    name = '?'
-    role = 'peer'
-    start_methods = ('subprocess',)
-    notes = {}
-
-    def unavailable_reason(self):
-        """None when the library can be used here, else why not (shown in every row)."""
-        return None
-
-    def start(self, method):
-        raise NotImplementedError
-
-    def close(self):
-        raise NotImplementedError
-
-    def child_pid(self):
-        raise NotImplementedError
-
-    def crash(self):
-        """Make the child die inside a call (benchmod.crash) and return once the parent has
-        seen the failure. Raises RuntimeError if the call returned normally."""
-        try:
-            self.call_crash()
-        except Exception:
-            return
-        raise RuntimeError('the child survived benchmod.crash()')
-
-    def call_crash(self):
-        raise NotImplementedError
-
-    def restart(self, method):
-        """After a crash: a new child, ready for calls. Peers have no restart of their own."""
-        self.close()
-        self.start(method)
-
-    def op_callback(self):
-        raise NotApplicable('no callbacks into the parent')
-
-
-# ---------------------------------------------------------------------------------------------
-class ProcessIsolation(Implementation):
-    """This project: IsolationContext + load_module, calls through proxies."""
-
-    name = 'process_isolation'
-    role = 'ours'
-    start_methods = ('fork', 'forkserver', 'spawn')
-
-    def __init__(self):
-        self.ctx = None
-        self.mod = None
-
-    def unavailable_reason(self):
-        try:
-            from process_isolation import IsolationContext  # noqa: F401
-        except Exception as error:
-            return f'{type(error).__name__}: {error}'
-        return None
-
-    def start(self, method):
-        from process_isolation import IsolationContext
-        self.ctx = IsolationContext(start_method=method, paths=[BENCH_DIR])
-        self.mod = self.ctx.load_module('benchmod')
-
-    def close(self):
-        ctx, self.ctx, self.mod = self.ctx, None, None
-        if ctx is not None:
-            try:
-                ctx.terminate()
-            except Exception as error:
-                print(f'  process_isolation: terminate failed: {error!r}', file=sys.stderr)
-
-    def child_pid(self):
-        return self.ctx.pid
-
-    def call_crash(self):
-        self.mod.crash()
-
-    def restart(self, method):
-        self.ctx.restart()
-        self.mod = self.ctx.load_module('benchmod')
-
-    def op_first_result(self):
-        return self.mod.f(1)
-
-    def op_noop(self):
-        return self.mod.noop
-
-    def op_attr_call(self):
-        mod = self.mod
-        return lambda x=1: mod.f(x)
-
-    def op_mixed(self):
-        mod = self.mod
-        return lambda: mod.mixed(1, 'two', c=[3.0, None, (4, b'five')])
-
-    def op_callback(self):
-        mod = self.mod
-        return lambda: mod.call_back(parent_fn, CALLBACK_ARG)
-
-    def op_iter_list(self, n):
-        mod = self.mod
-        return lambda: sum(1 for _ in mod.make_list(n))
-
-    def op_bytes_to_parent(self, n):
-        mod = self.mod
-        return lambda: mod.make_bytes(n)
-
-    def op_bytes_to_child(self, n):
-        mod, data = self.mod, b'x' * n
-        return lambda: mod.take(data)
-
-    def op_array_to_parent(self, n):
-        from process_isolation import byvalue, isproxy
-        mod = self.mod
-
-        def fetch():
-            array = mod.make_array(n)
-            return byvalue(array) if isproxy(array) else array
-        return fetch
-
-    def op_array_to_child(self, n):
-        mod, array = self.mod, numpy.full(n, 2.5)
-        return lambda: mod.take(array)
-
-
-# ---------------------------------------------------------------------------------------------
 class RPyC(Implementation):
     """RPyC classic: a child interpreter serving SlaveService over a socketpair; `conn.modules`."""
 
@@ -287,19 +109,13 @@ class RPyC(Implementation):
         return lambda: obtain(mod.make_array(n))
 
     def op_array_to_child(self, n):
+        import numpy
         from rpyc.utils.classic import deliver
         conn, mod, array = self.conn, self.mod, numpy.full(n, 2.5)
         return lambda: mod.take(deliver(conn, array))
 
 
 # ---------------------------------------------------------------------------------------------
-class BenchManager(multiprocessing.managers.BaseManager):
-    """A manager whose server process holds one registered BenchService."""
-
-
-BenchManager.register('Bench', callable=peer_servers.BenchService)
-
-
 class Managers(Implementation):
     """multiprocessing.managers: a BaseManager server process with a registered object."""
 
@@ -315,7 +131,7 @@ class Managers(Implementation):
         self.obj = None
 
     def start(self, method):
-        self.manager = BenchManager(ctx=multiprocessing.get_context(method))
+        self.manager = peer_servers.BenchManager(ctx=multiprocessing.get_context(method))
         self.manager.start()
         self.obj = self.manager.Bench()
 
@@ -368,6 +184,7 @@ class Managers(Implementation):
         return lambda: obj.make_array(n)
 
     def op_array_to_child(self, n):
+        import numpy
         obj, array = self.obj, numpy.full(n, 2.5)
         return lambda: obj.take(array)
 
@@ -492,10 +309,12 @@ class Pyro5Peer(Implementation):
         return lambda: proxy.take(data)
 
     def op_array_to_parent(self, n):
+        import numpy
         proxy = self.proxy
         return lambda: numpy.frombuffer(proxy.make_array_bytes(n), dtype=numpy.float64)
 
     def op_array_to_child(self, n):
+        import numpy
         proxy, array = self.proxy, numpy.full(n, 2.5)
         return lambda: proxy.take_array_bytes(array.tobytes())
 
@@ -598,6 +417,7 @@ class PipePingPong(MessagePeer):
         return lambda: self.request('make_array', n)
 
     def op_array_to_child(self, n):
+        import numpy
         array = numpy.full(n, 2.5)
         return lambda: self.request('take', array)
 
@@ -655,12 +475,14 @@ class Execnet(MessagePeer):
         return self.channel.receive(timeout=None)
 
     def op_array_to_parent(self, n):
+        import numpy
         return lambda: numpy.frombuffer(self.request('make_array_bytes', n),
                                         dtype=numpy.float64)
 
     def op_array_to_child(self, n):
+        import numpy
         array = numpy.full(n, 2.5)
         return lambda: self.request('take_array_bytes', array.tobytes())
 
 
-ALL = (ProcessIsolation, RPyC, Managers, Pyro5Peer, Execnet, PipePingPong)
+ALL = (RPyC, Managers, Pyro5Peer, Execnet, PipePingPong)

@@ -1,0 +1,54 @@
+# process_isolation — the two commands in the README are `make demo` and `make test`.
+#
+#   make demo    install what is missing, build, run examples/crash_demo.py
+#   make test    install what is missing, build, run every test (ctest, then pytest)
+#   make bench   build and run the benchmarks against the peers (writes bench/RESULTS.md)
+#
+# Everything Python goes into a virtual environment (.venv) made from PYTHON; the C++ libraries
+# come from Debian's packages (scripts/install-system-deps.sh).
+
+PYTHON ?= python3
+VENV ?= .venv
+CPP_BUILD ?= build/cpp
+JOBS ?= $(shell nproc)
+
+VENV_ABS := $(abspath $(VENV))
+PY := $(VENV_ABS)/bin/python
+# The venv's cmake, ninja and ctest come first.
+export PATH := $(VENV_ABS)/bin:$(PATH)
+
+.PHONY: demo test test-cpp test-python install deps venv bench clean
+
+deps:
+	./scripts/install-system-deps.sh
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+venv: deps $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+install: venv
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation .
+
+demo: install
+	$(PY) examples/crash_demo.py
+
+test-cpp: venv
+	cmake -S . -B $(CPP_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPI_BUILD_TESTS=ON -DPI_WERROR=ON -DPython_EXECUTABLE=$(PY) \
+	  -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) >/dev/null
+	cmake --build $(CPP_BUILD) -j $(JOBS)
+	cd $(CPP_BUILD) && ctest --output-on-failure --timeout 300
+
+test-python: install
+	$(PY) -m pytest tests/python -q -p no:cacheprovider --timeout 300
+
+test: test-cpp test-python
+
+bench: install
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,100 @@
+"""This project in the benchmarks: IsolationContext + load_module, every call through a proxy.
+
+If process_isolation cannot be imported yet, `unavailable_reason` says why and every row of
+this implementation reads "not available: <reason>".
+"""
+
+import sys
+
+from implementation import BENCH_DIR, CALLBACK_ARG, Implementation, parent_fn
+
+
+class ProcessIsolation(Implementation):
+    """This project: IsolationContext + load_module, calls through proxies."""
+
+    name = 'process_isolation'
+    role = 'ours'
+    start_methods = ('fork', 'forkserver', 'spawn')
+
+    def __init__(self):
+        self.ctx = None
+        self.mod = None
+
+    def unavailable_reason(self):
+        try:
+            from process_isolation import IsolationContext  # noqa: F401
+        except Exception as error:
+            return f'{type(error).__name__}: {error}'
+        return None
+
+    def start(self, method):
+        from process_isolation import IsolationContext
+        self.ctx = IsolationContext(start_method=method, paths=[BENCH_DIR])
+        self.mod = self.ctx.load_module('benchmod')
+
+    def close(self):
+        ctx, self.ctx, self.mod = self.ctx, None, None
+        if ctx is not None:
+            try:
+                ctx.terminate()
+            except Exception as error:
+                print(f'  process_isolation: terminate failed: {error!r}', file=sys.stderr)
+
+    def child_pid(self):
+        return self.ctx.pid
+
+    def crash(self):
+        from process_isolation import ProcessTerminationError
+        try:
+            self.mod.crash()
+        except ProcessTerminationError:
+            return
+        raise RuntimeError('the child survived benchmod.crash()')
+
+    def restart(self, method):
+        self.ctx.restart()
+        self.mod = self.ctx.load_module('benchmod')
+
+    def op_first_result(self):
+        return self.mod.f(1)
+
+    def op_noop(self):
+        return self.mod.noop
+
+    def op_attr_call(self):
+        mod = self.mod
+        return lambda x=1: mod.f(x)
+
+    def op_mixed(self):
+        mod = self.mod
+        return lambda: mod.mixed(1, 'two', c=[3.0, None, (4, b'five')])
+
+    def op_callback(self):
+        mod = self.mod
+        return lambda: mod.call_back(parent_fn, CALLBACK_ARG)
+
+    def op_iter_list(self, n):
+        mod = self.mod
+        return lambda: sum(1 for _ in mod.make_list(n))
+
+    def op_bytes_to_parent(self, n):
+        mod = self.mod
+        return lambda: mod.make_bytes(n)
+
+    def op_bytes_to_child(self, n):
+        mod, data = self.mod, b'x' * n
+        return lambda: mod.take(data)
+
+    def op_array_to_parent(self, n):
+        from process_isolation import byvalue, isproxy
+        mod = self.mod
+
+        def fetch():
+            array = mod.make_array(n)
+            return byvalue(array) if isproxy(array) else array
+        return fetch
+
+    def op_array_to_child(self, n):
+        import numpy
+        mod, array = self.mod, numpy.full(n, 2.5)
+        return lambda: mod.take(array)
