@@ -8,6 +8,8 @@ their ``__cause__``.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CallTimeoutError",
     "ClientStateError",
@@ -15,6 +17,29 @@ __all__ = [
     "ProtocolError",
     "RemoteTraceback",
 ]
+
+
+# The frame in which the parent forked the child. Frames from it down are the parent's stack at
+# fork time, which the child inherited; they say nothing about the child's own work.
+_FORK_FRAME = re.compile(r'process_isolation[/\\]context\.py", line \d+ in _start$')
+
+
+def _trim_fork_frames(traceback):
+    """Drops the inherited parent frames from each thread's stack in a faulthandler dump."""
+    if not traceback:
+        return traceback
+    out = []
+    skipping = False
+    for line in traceback.splitlines():
+        if _FORK_FRAME.search(line):
+            skipping = True
+            out.append("  (the parent's frames at fork time omitted)")
+            continue
+        if skipping and line.startswith("  File "):
+            continue
+        skipping = False
+        out.append(line)
+    return "\n".join(out)
 
 
 def _rebuild(cls, state):
@@ -51,7 +76,7 @@ class ProcessTerminationError(Exception):
         self.signal_name = signal_name
         self.core_dumped = core_dumped
         self.call = call
-        self.child_traceback = child_traceback
+        self.child_traceback = _trim_fork_frames(child_traceback)
         self.native_traceback = native_traceback
         self.reason = reason
         self.ending = ending
@@ -69,7 +94,7 @@ class ProcessTerminationError(Exception):
             how = f"exited with code {self.exit_code}"
         else:
             how = "ended"
-        text = f"{who} {how}"
+        text = f"{who} was {how}" if how.startswith("killed") else f"{who} {how}"
         text += f" during {self.call}." if self.call else "."
         if self.reason:
             text += f" {self.reason[0].upper()}{self.reason[1:]}."
