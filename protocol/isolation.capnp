@@ -180,7 +180,15 @@ struct Value {
     pickled @17 :Data;        # pickle bytes; sent only in answer to `byvalue`
     slice @18 :Slice;         # a slice object (start, stop, step), so item access with slices
                               # crosses by value
+    exception @19 :ExceptionValue;
+                              # an instance of a builtin exception class, by value (class and
+                              # args; its traceback and chained exceptions stay behind)
   }
+}
+
+struct ExceptionValue {
+  type @0 :Text;              # a builtin exception class, by name (as in `Value.builtin`)
+  args @1 :List(Value);
 }
 
 struct Slice {
@@ -236,6 +244,9 @@ struct TypeInfo {
   # Bit 0: instances are classes (the type is a metaclass), so proxies answer isinstance.
   # Bit 1: instances are not hashable (`__hash__` is None).
   # Bit 2: instances are exceptions (subclass of BaseException).
+  # Bit 3: instances are builtin iterators over a container (list, tuple, dict views, set, range,
+  #        deque, ...): iterating has no side effects, so the receiver may fetch items in
+  #        batches with `iterBatch` instead of one `next` per item.
 }
 
 struct ClassInfo {

@@ -80,8 +80,12 @@ Connection::~Connection() {
 bool Connection::alive() {
   if (termination_ || endpoint_->closed()) return false;
   KJ_IF_MAYBE(t, child_.tryReap()) {
-    termination_ = finish(*t, Deadline::after(0));
-    endpoint_->close(endedDescription());
+    Termination ended = finish(*t, Deadline::after(0));
+    ended.reason = "it had ended between calls";
+    termination_ = ended;
+    endpoint_->markLost(
+        std::make_exception_ptr(TerminationError(ended, TerminationError::Kind::kCrash, "")),
+        endedDescription());
     return false;
   }
   return true;

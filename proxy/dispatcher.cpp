@@ -5,7 +5,11 @@
 
 #include <kj/debug.h>
 
+#include <cstring>
+#include <frameobject.h>
 #include <string>
+#include <unordered_map>
+#include <utility>
 
 namespace pi {
 
@@ -23,6 +27,8 @@ struct Call {
   py::tuple args;
   py::dict kwargs;
   Role role;
+  // Errors raised by iterators part-way through an iterBatch, owed on the next request.
+  std::unordered_map<PyObject*, std::pair<py::object, py::object>>* pendingIterErrors;
 
   py::handle arg(size_t i) const {
     KJ_REQUIRE(i < args.size(), "request has too few arguments", i);
@@ -40,10 +46,29 @@ struct Call {
   throw py::error_already_set();
 }
 
-void checkAttributeName(const Call& call) {
-  if (call.role == Role::kParent && !call.name.empty() && call.name[0] == '_') {
-    refuse("use the private attribute '" + call.name + "' of a parent object");
+// Attribute names an untrusted child may not use on parent objects: private names, and the
+// introspection attributes of frames, tracebacks, code, generators and coroutines, which lead to
+// module globals and from there to everything.
+bool isForbiddenAttribute(const std::string& name) {
+  if (name.empty() || name[0] == '_') return true;
+  for (const char* prefix : {"f_", "tb_", "co_", "gi_", "cr_", "ag_"}) {
+    if (name.compare(0, strlen(prefix), prefix) == 0) return true;
   }
+  return false;
+}
+
+void checkAttributeName(const Call& call) {
+  if (call.role == Role::kParent && isForbiddenAttribute(call.name)) {
+    refuse("use the attribute '" + call.name + "' of a parent object");
+  }
+}
+
+// Parent objects an untrusted child may do no more with than print, hash and compare: modules,
+// frames, tracebacks and code objects.
+bool isSealedForChild(py::handle object) {
+  PyObject* o = object.ptr();
+  if (PyModule_Check(o) || PyFrame_Check(o) || PyTraceBack_Check(o) || PyCode_Check(o)) return true;
+  return false;
 }
 
 py::object pyName(const Call& call) {
@@ -156,6 +181,14 @@ DispatchResult opNext(Call& call) {
 
 DispatchResult opIterBatch(Call& call) {
   py::handle target = call.requireTarget();
+  auto pending = call.pendingIterErrors->find(target.ptr());
+  if (pending != call.pendingIterErrors->end()) {
+    // The iterator raised after the items of the previous batch: raise it now, in order.
+    py::object error = std::move(pending->second.second);
+    call.pendingIterErrors->erase(pending);
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+    throw py::error_already_set();
+  }
   long count = PyLong_AsLong(call.arg(0).ptr());
   if (count == -1 && PyErr_Occurred()) throw py::error_already_set();
   KJ_REQUIRE(count > 0 && count <= 100000, "iterBatch asks for a bad count", count);
@@ -163,7 +196,12 @@ DispatchResult opIterBatch(Call& call) {
   for (long i = 0; i < count; ++i) {
     PyObject* item = PyIter_Next(target.ptr());
     if (item == nullptr) {
-      if (PyErr_Occurred()) throw py::error_already_set();
+      if (!PyErr_Occurred()) break;
+      if (items.size() == 0) throw py::error_already_set();
+      // Deliver the items first; the error comes with the next batch.
+      py::error_already_set error;
+      (*call.pendingIterErrors)[target.ptr()] = {py::reinterpret_borrow<py::object>(target),
+                                                 error.value()};
       break;
     }
     items.append(steal(item));
@@ -294,8 +332,15 @@ DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
 
   Call call;
   call.role = role_;
+  call.pendingIterErrors = &pendingIterErrors_;
   if (request.getTarget() != 0) {
     call.target = py::reinterpret_borrow<py::object>(exports_.get(request.getTarget()));
+    if (role_ == Role::kParent && isSealedForChild(call.target)) {
+      auto op = request.getOp();
+      bool harmless = op == wire::Op::REPR || op == wire::Op::STR || op == wire::Op::HASH ||
+                      op == wire::Op::BOOL || op == wire::Op::COMPARE;
+      if (!harmless) refuse("look inside a parent module, frame, traceback or code object");
+    }
   }
   auto name = request.getName();
   call.name.assign(name.cStr(), name.size());

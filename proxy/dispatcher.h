@@ -7,6 +7,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <unordered_map>
+#include <utility>
+
 namespace pi {
 
 namespace py = pybind11;
@@ -42,6 +45,8 @@ class Dispatcher {
   ValueCodec& codec_;
   ExportTable& exports_;
   Role role_;
+  // Iterator -> (iterator, exception) raised part-way through an iterBatch; see opIterBatch.
+  std::unordered_map<PyObject*, std::pair<py::object, py::object>> pendingIterErrors_;
 };
 
 }  // namespace pi

@@ -10,6 +10,7 @@
 #include <kj/debug.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <optional>
 
 namespace pi {
@@ -50,6 +51,24 @@ std::string attrString(py::handle object, const char* name, const std::string& f
 }
 
 std::string readerText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+// Builtin iterator types over containers: next() has no side effects beyond advancing, so the
+// peer may fetch their items in batches.
+bool isBatchIterator(PyTypeObject* type) {
+  if (type->tp_flags & Py_TPFLAGS_HEAPTYPE) return false;
+  static const char* const kNames[] = {
+      "list_iterator", "list_reverseiterator", "tuple_iterator", "range_iterator",
+      "longrange_iterator", "set_iterator", "dict_keyiterator", "dict_valueiterator",
+      "dict_itemiterator", "dict_reversekeyiterator", "dict_reversevalueiterator",
+      "dict_reverseitemiterator", "bytes_iterator", "bytearray_iterator", "str_iterator",
+      "str_ascii_iterator", "_collections._deque_iterator",
+      "_collections._deque_reverse_iterator", "odict_iterator", "odict_keyiterator",
+      "odict_valueiterator", "odict_itemiterator"};
+  for (const char* name : kNames) {
+    if (strcmp(type->tp_name, name) == 0) return true;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -96,6 +115,10 @@ void Endpoint::ensureUsable() {
     throw ClientStateError("this object belongs to process " + std::to_string(ownerPid_) +
                            "; a forked copy of it cannot talk to its isolated child");
   }
+  if (closed_ && lostError_ && !lostReported_) {
+    lostReported_ = true;
+    std::rethrow_exception(lostError_);
+  }
   if (closed_) {
     throw ClientStateError(endedDescription_.empty() ? "the connection to the isolated child is "
                                                        "closed"
@@ -127,6 +150,7 @@ void Endpoint::fail(EndpointObserver::Loss loss, const std::string& detail) {
       kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection to the peer lost", detail));
     } catch (...) {
       lostError_ = std::current_exception();
+      lostReported_ = true;  // thrown to the caller of the failing call, just below
     }
     endedDescription_ = observer_ != nullptr ? observer_->endedDescription()
                                              : "the connection to the peer was lost: " + detail;
@@ -134,6 +158,13 @@ void Endpoint::fail(EndpointObserver::Loss loss, const std::string& detail) {
     exports_.clear();  // may run finalizers; the endpoint is already marked closed
   }
   std::rethrow_exception(lostError_);
+}
+
+void Endpoint::markLost(std::exception_ptr error, const std::string& description) {
+  if (closed_) return;
+  lostError_ = std::move(error);
+  lostReported_ = false;
+  close(description);
 }
 
 void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
@@ -181,7 +212,10 @@ IncomingFrame Endpoint::receive(Deadline deadline) {
     return channel_.receive(deadline);
   } catch (kj::Exception& e) {
     auto loss = EndpointObserver::Loss::kDisconnected;
-    if (e.getType() == kj::Exception::Type::OVERLOADED) loss = EndpointObserver::Loss::kTimeout;
+    if (e.getType() == kj::Exception::Type::OVERLOADED) {
+      bool stale = !staleCalls_.empty() && staleDeadline_.expired();
+      loss = stale ? EndpointObserver::Loss::kInterrupted : EndpointObserver::Loss::kTimeout;
+    }
     if (e.getType() == kj::Exception::Type::FAILED) loss = EndpointObserver::Loss::kProtocol;
     fail(loss, kjDescription(e));
   }
@@ -228,12 +262,20 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
 
 py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
   for (;;) {
+    // While an interrupted call's answer is still owed, the child must deliver it by the grace
+    // deadline, or it is taken to be stuck and killed.
+    Deadline wait = staleCalls_.empty() ? deadline : deadline.earliest(staleDeadline_);
     std::optional<IncomingFrame> frame;
     try {
-      frame.emplace(receive(deadline));
+      frame.emplace(receive(wait));
     } catch (py::error_already_set&) {
-      // A Python signal handler raised (KeyboardInterrupt) while we waited.
-      drainAfterInterrupt(callId);
+      // A Python signal handler raised (KeyboardInterrupt) while we waited. Raise it now; the
+      // child gets SIGINT, and its answer to this call is discarded when it comes.
+      if (observer_ != nullptr && !closed_) {
+        observer_->interruptPeer();
+        staleCalls_.insert(callId);
+        staleDeadline_ = Deadline::after(kInterruptGraceSeconds);
+      }
       throw;
     }
     py::object result;
@@ -243,8 +285,19 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
       switch (message.which()) {
         case wire::Message::RESPONSE: {
           auto response = message.getResponse();
-          KJ_REQUIRE(response.getCallId() == callId, "peer answered a call that is not in flight",
-                     response.getCallId(), callId);
+          uint64_t answered = response.getCallId();
+          if (answered != callId) {
+            KJ_REQUIRE(staleCalls_.erase(answered) == 1,
+                       "peer answered a call that is not in flight", answered, callId);
+            // The late answer to an interrupted call: decode (so its refs are counted and later
+            // released) and drop.
+            if (response.isError()) {
+              decodeError(codec_, response.getError());
+            } else {
+              codec_.decode(response.getValue());
+            }
+            continue;
+          }
           if (response.isError()) {
             error = decodeError(codec_, response.getError());
           } else {
@@ -275,63 +328,6 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
     if (error) raiseException(error);
     return result;
   }
-}
-
-void Endpoint::drainAfterInterrupt(uint64_t callId) {
-  if (observer_ == nullptr || closed_) return;
-  py::error_already_set pending;  // the KeyboardInterrupt, kept while we drain
-  observer_->interruptPeer();
-  Deadline grace = Deadline::after(kInterruptGraceSeconds);
-  try {
-    for (;;) {
-      IncomingFrame frame = receive(grace);
-      auto message = frame.getRoot<wire::Message>();
-      if (message.isResponse()) {
-        auto response = message.getResponse();
-        KJ_REQUIRE(response.getCallId() == callId, "peer answered a call that is not in flight");
-        // Decode (so refs are counted and later released) and drop.
-        if (response.isError()) {
-          decodeError(codec_, response.getError());
-        } else {
-          codec_.decode(response.getValue());
-        }
-        break;
-      }
-      if (message.isRelease()) {
-        applyRelease(message.getRelease());
-        continue;
-      }
-      if (message.isRequest()) {
-        // The child called back after the interrupt: tell it the parent was interrupted.
-        auto request = message.getRequest();
-        capnp::MallocMessageBuilder reply;
-        auto response = reply.initRoot<wire::Message>().initResponse();
-        response.setCallId(request.getCallId());
-        auto out = response.initError();
-        out.initType().setBuiltin("KeyboardInterrupt");
-        out.setMessage("the parent was interrupted");
-        sendMessage(reply, grace);
-        continue;
-      }
-      KJ_FAIL_REQUIRE("peer sent a message that is not valid during a call");
-    }
-  } catch (py::error_already_set&) {
-    // Interrupted again while draining: stop waiting for the child.
-    try {
-      fail(EndpointObserver::Loss::kInterrupted, "interrupted twice");
-    } catch (...) {
-    }
-  } catch (kj::Exception& e) {
-    try {
-      fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
-    } catch (...) {
-    }
-  } catch (...) {
-    // The connection was lost while draining (fail() already ran); the user still gets the
-    // KeyboardInterrupt, and the next use of the context reports how the child ended.
-  }
-  pending.restore();
-  throw py::error_already_set();
 }
 
 void Endpoint::serveRequest(wire::Request::Reader request) {
@@ -414,6 +410,8 @@ void Endpoint::serve() {
     sendMessage(message, Deadline::never());
   }
   for (;;) {
+    // A SIGINT meant for a call that has already finished must not hit the next one.
+    if (PyErr_CheckSignals() != 0) PyErr_Clear();
     IncomingFrame frame = receive(Deadline::never());
     auto message = frame.getRoot<wire::Message>();
     switch (message.which()) {
@@ -491,6 +489,7 @@ void Endpoint::describeType(PyTypeObject* type, uint64_t, wire::TypeInfo::Builde
   if (PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(PyExc_BaseException))) {
     flags |= kTypeIsException;
   }
+  if (isBatchIterator(type)) flags |= kTypeBatchIterator;
   info.setFlags(flags);
 }
 
@@ -551,6 +550,13 @@ py::object Endpoint::makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info) 
   ns["__qualname__"] = py::str(readerText(info.getQualname()));
   std::string doc = readerText(info.getDoc());
   ns["__doc__"] = doc.empty() ? py::object(py::none()) : py::object(py::str(doc));
+  try {
+    // Attributes the local class does not have are read from the remote exception.
+    ns["__getattr__"] =
+        py::module_::import("process_isolation.errors").attr("_remote_exception_getattr");
+  } catch (py::error_already_set&) {
+    // Outside the package (the C++ tests): mirrors without attribute forwarding.
+  }
   py::str name(readerText(info.getName()));
   py::handle typeType(reinterpret_cast<PyObject*>(&PyType_Type));
   py::object cls;
@@ -588,6 +594,20 @@ bool Endpoint::peerIdOf(py::handle object, uint64_t& id) {
   if (found != mirrorIds_.end()) {
     id = found->second;
     return true;
+  }
+  if (PyExceptionInstance_Check(object.ptr()) &&
+      mirrorIds_.count(reinterpret_cast<PyObject*>(Py_TYPE(object.ptr()))) != 0) {
+    // An exception raised by the peer, going home: send the original, not a copy.
+    PyObject* dict = PyObject_GenericGetDict(object.ptr(), nullptr);
+    if (dict == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    PyObject* remote = PyDict_GetItemString(dict, "_pi_remote");  // borrowed
+    bool ours = remote != nullptr && isProxy(remote) && proxyEndpoint(remote) == this;
+    if (ours) id = proxyId(remote);
+    Py_DECREF(dict);
+    return ours;
   }
   return false;
 }

@@ -87,6 +87,10 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   void close(const std::string& description);
   bool closed() const { return closed_; }
 
+  // The owner found the peer gone between calls: the next use throws `error` (once), later uses
+  // ClientStateError with `description`.
+  void markLost(std::exception_ptr error, const std::string& description);
+
   // The default deadline for requests, in seconds (< 0: none).
   double defaultTimeout() const { return defaultTimeout_; }
   void setDefaultTimeout(double seconds) { defaultTimeout_ = seconds; }
@@ -115,7 +119,6 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   void applyRelease(wire::Release::Reader release);
   void sendMessage(capnp::MessageBuilder& message, Deadline deadline);
   IncomingFrame receive(Deadline deadline);
-  void drainAfterInterrupt(uint64_t callId);
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
   py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
@@ -135,7 +138,12 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   uint64_t nextCallId_ = 1;
   bool closed_ = false;
   std::exception_ptr lostError_;
+  bool lostReported_ = false;
   std::string endedDescription_;
+  // Calls the user interrupted whose answers are still owed, and when the child must have sent
+  // them by.
+  std::unordered_set<uint64_t> staleCalls_;
+  Deadline staleDeadline_;
   double defaultTimeout_ = -1;
 
   // Types whose TypeInfo the peer has been sent (ids in our export table).

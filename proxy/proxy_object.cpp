@@ -7,7 +7,9 @@
 
 #include <pybind11/detail/exception_translation.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -21,6 +23,10 @@ struct ProxyObject {
   PyObject_HEAD
   PyObject* weakrefs;
   PyObject* label;  // str or null
+  PyObject* batch;  // items fetched ahead for a batch iterator (a list), or null
+  Py_ssize_t batchIndex;
+  uint32_t batchSize;
+  bool batchEnded;
   uint64_t id;
   alignas(std::shared_ptr<Endpoint>) unsigned char endpointStorage[sizeof(std::shared_ptr<Endpoint>)];
 };
@@ -216,6 +222,48 @@ PyObject* proxyReduceEx(PyObject* self, PyObject*) {
   return nullptr;
 }
 
+// __next__ of proxies for builtin container iterators: items come in growing batches (16, 32,
+// ... 4096) with one iterBatch request each, not one round trip per item.
+PyObject* batchedNext(PyObject* self, PyObject*) {
+  ProxyObject* proxy = asProxy(self);
+  if (proxy->batch != nullptr && proxy->batchIndex < PyList_GET_SIZE(proxy->batch)) {
+    PyObject* item = PyList_GET_ITEM(proxy->batch, proxy->batchIndex++);
+    Py_INCREF(item);
+    return item;
+  }
+  Py_CLEAR(proxy->batch);
+  if (proxy->batchEnded) {
+    PyErr_SetNone(PyExc_StopIteration);
+    return nullptr;
+  }
+  proxy->batchSize = proxy->batchSize == 0 ? 16 : std::min<uint32_t>(proxy->batchSize * 2, 4096);
+  PyObject* count = PyLong_FromUnsignedLong(proxy->batchSize);
+  if (count == nullptr) return nullptr;
+  PyObject* args[] = {count};
+  PyObject* items = forward(self, wire::Op::ITER_BATCH, "", CallArgs{args, 1, nullptr});
+  Py_DECREF(count);
+  if (items == nullptr) return nullptr;
+  if (!PyList_Check(items)) {
+    Py_DECREF(items);
+    PyErr_SetString(PyExc_TypeError, "the isolated child answered iterBatch with a non-list");
+    return nullptr;
+  }
+  if (PyList_GET_SIZE(items) < Py_ssize_t(proxy->batchSize)) proxy->batchEnded = true;
+  if (PyList_GET_SIZE(items) == 0) {
+    Py_DECREF(items);
+    PyErr_SetNone(PyExc_StopIteration);
+    return nullptr;
+  }
+  proxy->batch = items;
+  proxy->batchIndex = 1;
+  PyObject* first = PyList_GET_ITEM(items, 0);
+  Py_INCREF(first);
+  return first;
+}
+
+PyMethodDef gBatchedNextDef = {"__next__", batchedNext, METH_NOARGS,
+                               "next() of a remote builtin iterator, fetched in batches."};
+
 PyMethodDef gBaseMethods[] = {
     {"__dir__", proxyDir, METH_NOARGS, "dir() of the remote object."},
     {"__format__", proxyFormat, METH_O, "format() of the remote object."},
@@ -230,6 +278,7 @@ void proxyDealloc(PyObject* self) {
   if (endpoint) endpoint->proxyDropped(proxy->id, self);
   endpoint.~shared_ptr();
   Py_CLEAR(proxy->label);
+  Py_CLEAR(proxy->batch);
   Py_TYPE(self)->tp_free(self);
 }
 
@@ -266,7 +315,11 @@ py::object makeProxyType(const std::string& qualname, const std::string& module,
   ns["__doc__"] = py::str("Proxy for a " + module + "." + qualname +
                           " object living in an isolated child.");
   for (int index : specials) {
-    PyObject* descriptor = PyDescr_NewMethod(&gProxyBaseType, &gSpecialDefs[size_t(index)]);
+    PyMethodDef* def = &gSpecialDefs[size_t(index)];
+    if ((flags & kTypeBatchIterator) && strcmp(kSpecialMethods[size_t(index)].name, "__next__") == 0) {
+      def = &gBatchedNextDef;
+    }
+    PyObject* descriptor = PyDescr_NewMethod(&gProxyBaseType, def);
     if (descriptor == nullptr) throw py::error_already_set();
     ns[kSpecialMethods[size_t(index)].name] = py::reinterpret_steal<py::object>(descriptor);
   }
@@ -290,6 +343,10 @@ py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, ui
   new (proxy->endpointStorage) std::shared_ptr<Endpoint>(std::move(endpoint));
   proxy->id = id;
   proxy->label = nullptr;
+  proxy->batch = nullptr;
+  proxy->batchIndex = 0;
+  proxy->batchSize = 0;
+  proxy->batchEnded = false;
   return py::reinterpret_steal<py::object>(object);
 }
 

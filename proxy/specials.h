@@ -105,5 +105,6 @@ inline int findSpecialMethod(std::string_view name) {
 constexpr uint32_t kTypeIsMetaclass = 1u << 0;
 constexpr uint32_t kTypeUnhashable = 1u << 1;
 constexpr uint32_t kTypeIsException = 1u << 2;
+constexpr uint32_t kTypeBatchIterator = 1u << 3;
 
 }  // namespace pi

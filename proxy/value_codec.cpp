@@ -127,6 +127,13 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
     encode(s->start, slice.initStart(), depth + 1);
     encode(s->stop, slice.initStop(), depth + 1);
     encode(s->step, slice.initStep(), depth + 1);
+  } else if (PyExceptionInstance_Check(o) && builtins_.nameOf(reinterpret_cast<PyObject*>(type))) {
+    auto exception = out.initException();
+    exception.setType(*builtins_.nameOf(reinterpret_cast<PyObject*>(type)));
+    PyObject* args = reinterpret_cast<PyBaseExceptionObject*>(o)->args;
+    Py_ssize_t n = args && PyTuple_Check(args) ? PyTuple_GET_SIZE(args) : 0;
+    auto list = exception.initArgs(unsigned(n));
+    for (Py_ssize_t i = 0; i < n; ++i) encode(PyTuple_GET_ITEM(args, i), list[unsigned(i)], depth + 1);
   } else {
     uint64_t peerId = 0;
     if (peer_.peerIdOf(object, peerId)) {
@@ -231,6 +238,26 @@ py::object ValueCodec::decode(wire::Value::Reader in) {
       auto data = in.getPickled();
       return steal(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(data.begin()),
                                              Py_ssize_t(data.size())));
+    }
+    case wire::Value::EXCEPTION: {
+      auto in_ = in.getException();
+      py::handle cls = builtins_.lookup(std::string(in_.getType().cStr(), in_.getType().size()));
+      KJ_REQUIRE(PyExceptionClass_Check(cls.ptr()), "peer sent an exception of a non-exception class");
+      auto argsIn = in_.getArgs();
+      py::tuple args = py::reinterpret_steal<py::tuple>(PyTuple_New(Py_ssize_t(argsIn.size())));
+      for (unsigned i = 0; i < argsIn.size(); ++i) {
+        PyTuple_SET_ITEM(args.ptr(), Py_ssize_t(i), decode(argsIn[i]).release().ptr());
+      }
+      PyObject* made = PyObject_Call(cls.ptr(), args.ptr(), nullptr);
+      if (made == nullptr) {
+        // Its constructor wants other arguments (UnicodeDecodeError): make it bare, set args.
+        PyErr_Clear();
+        PyTypeObject* t = reinterpret_cast<PyTypeObject*>(cls.ptr());
+        made = t->tp_new(t, args.ptr(), nullptr);
+        if (made == nullptr) throw py::error_already_set();
+        if (PyObject_SetAttrString(made, "args", args.ptr()) != 0) PyErr_Clear();
+      }
+      return steal(made);
     }
     case wire::Value::SLICE: {
       auto s = in.getSlice();

@@ -2,6 +2,7 @@
 #include "runtime/child_main.h"
 
 #include <Python.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -93,6 +94,61 @@ void enableFaulthandler() {
   Py_DECREF(module);
 }
 
+// The fatal signals whose native stack the child reports before faulthandler's Python traceback.
+constexpr int kFatalSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+struct sigaction gPreviousActions[sizeof(kFatalSignals) / sizeof(kFatalSignals[0])];
+
+void writeAll(const char* text) {
+  size_t length = strlen(text);
+  while (length > 0) {
+    ssize_t n = ::write(kChildCrashFd, text, length);
+    if (n <= 0) return;
+    text += n;
+    length -= size_t(n);
+  }
+}
+
+// Runs on the crashing thread (on faulthandler's alternate stack). Writes the C-level stack to the
+// crash pipe between markers that termination.cpp looks for, then hands the signal to the handler
+// that was there before (faulthandler's), which writes every thread's Python traceback and
+// re-raises the signal with the default action. Only async-signal-safe calls, plus backtrace(),
+// which was called once at install time so that it does not load libgcc here.
+void nativeCrashHandler(int signal, siginfo_t* info, void* context) {
+  void* frames[64];
+  int count = ::backtrace(frames, 64);
+  writeAll("--- native stack ---\n");
+  if (count > 1) ::backtrace_symbols_fd(frames + 1, count - 1, kChildCrashFd);  // skip this frame
+  writeAll("--- end native stack ---\n");
+  for (size_t i = 0; i < sizeof(kFatalSignals) / sizeof(kFatalSignals[0]); ++i) {
+    if (kFatalSignals[i] != signal) continue;
+    struct sigaction& previous = gPreviousActions[i];
+    ::sigaction(signal, &previous, nullptr);
+    if (previous.sa_flags & SA_SIGINFO) {
+      if (previous.sa_sigaction != nullptr) previous.sa_sigaction(signal, info, context);
+    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN &&
+               previous.sa_handler != nullptr) {
+      previous.sa_handler(signal);
+    }
+    break;
+  }
+  // Whatever the previous handler did, die of this signal with the default action.
+  ::signal(signal, SIG_DFL);
+  ::raise(signal);
+}
+
+void installNativeCrashHandler() {
+  void* warmup[4];
+  ::backtrace(warmup, 4);  // loads the unwinder now, outside any signal handler
+  for (size_t i = 0; i < sizeof(kFatalSignals) / sizeof(kFatalSignals[0]); ++i) {
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = nativeCrashHandler;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(kFatalSignals[i], &action, &gPreviousActions[i]);
+  }
+}
+
 void flushStdio() {
   for (const char* name : {"stdout", "stderr"}) {
     PyObject* stream = PySys_GetObject(name);  // borrowed
@@ -112,6 +168,7 @@ void runChild(const ChildSetup& setup, MessageHandler& handler) {
   resetSignals();
   bool python = Py_IsInitialized();
   if (python) enableFaulthandler();
+  installNativeCrashHandler();
   int status = 0;
   try {
     status = handler.serve(UniqueFd(kChildSocketFd));

@@ -9,8 +9,13 @@ namespace pi {
 
 namespace {
 
-// Marker the child's native crash handler writes before the C-level stack.
-constexpr const char kNativeMarker[] = "\n--- native stack ---\n";
+// Markers the child's native crash handler writes around the C-level stack (child_main.cpp).
+constexpr const char kNativeBegin[] = "--- native stack ---\n";
+constexpr const char kNativeEnd[] = "--- end native stack ---\n";
+
+void trimTrailing(std::string& text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+}
 
 }  // namespace
 
@@ -27,17 +32,28 @@ Termination Termination::fromWaitStatus(pid_t pid, int status) {
 }
 
 void Termination::setCrashReport(const std::string& report) {
-  auto at = report.find(kNativeMarker);
-  if (at == std::string::npos) {
-    childTraceback = report;
-    nativeTraceback.clear();
-  } else {
-    childTraceback = report.substr(0, at);
-    nativeTraceback = report.substr(at + sizeof(kNativeMarker) - 1);
+  childTraceback.clear();
+  nativeTraceback.clear();
+  size_t at = 0;
+  for (;;) {
+    size_t begin = report.find(kNativeBegin, at);
+    if (begin == std::string::npos) {
+      childTraceback += report.substr(at);
+      break;
+    }
+    childTraceback += report.substr(at, begin - at);
+    size_t body = begin + sizeof(kNativeBegin) - 1;
+    size_t end = report.find(kNativeEnd, body);
+    if (end == std::string::npos) {
+      nativeTraceback += report.substr(body);
+      break;
+    }
+    nativeTraceback += report.substr(body, end - body);
+    at = end + sizeof(kNativeEnd) - 1;
   }
-  while (!childTraceback.empty() && (childTraceback.back() == '\n' || childTraceback.back() == ' ')) {
-    childTraceback.pop_back();
-  }
+  while (!childTraceback.empty() && childTraceback.front() == '\n') childTraceback.erase(0, 1);
+  trimTrailing(childTraceback);
+  trimTrailing(nativeTraceback);
 }
 
 std::string Termination::describeEnding() const {

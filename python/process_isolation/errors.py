@@ -49,6 +49,15 @@ def _rebuild(cls, state):
     return error
 
 
+def _remote_exception_getattr(self, name):
+    """__getattr__ of local classes mirroring a child's exception classes: attributes the
+    local exception lacks are read from the child's exception object."""
+    remote = self.__dict__.get("_pi_remote")
+    if remote is None or name.startswith("__"):
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    return getattr(remote, name)
+
+
 class ProcessTerminationError(Exception):
     """The isolated child ended while a call was in flight (or before it could start).
 
