@@ -21,10 +21,42 @@ constexpr double kDisconnectGraceSeconds = 5.0;
 constexpr double kTracebackGraceSeconds = 1.0;
 // The most of the crash report the parent keeps.
 constexpr size_t kMaxCrashReportBytes = 1 << 20;
+// How many lines of captured output a termination report shows.
+constexpr size_t kTailLines = 50;
 
 }  // namespace
 
-std::unique_ptr<Connection> Connection::start(py::object bootstrap, double startTimeout) {
+namespace {
+
+// The fd the child gets for one output stream (-1: inherit), and the parent's read end when the
+// stream is captured.
+struct OutputFds {
+  UniqueFd childEnd;
+  UniqueFd parentEnd;
+};
+
+OutputFds openOutput(const OutputSpec& spec) {
+  OutputFds fds;
+  if (spec.mode == OutputSpec::Mode::kCapture) {
+    int pipes[2];
+    KJ_SYSCALL(::pipe2(pipes, O_CLOEXEC));
+    fds.parentEnd.reset(pipes[0]);
+    fds.childEnd.reset(pipes[1]);
+    KJ_SYSCALL(::fcntl(fds.parentEnd.get(), F_SETFL, O_NONBLOCK));
+  } else if (spec.mode == OutputSpec::Mode::kFile) {
+    int fd;
+    KJ_SYSCALL(fd = ::open(spec.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644),
+               spec.path);
+    fds.childEnd.reset(fd);
+  }
+  return fds;
+}
+
+}  // namespace
+
+std::unique_ptr<Connection> Connection::start(py::object bootstrap, double startTimeout,
+                                              const OutputSpec& stdoutSpec,
+                                              const OutputSpec& stderrSpec) {
   int sockets[2];
   KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets));
   UniqueFd parentSocket(sockets[0]);
@@ -34,18 +66,26 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
   UniqueFd crashRead(pipes[0]);
   UniqueFd crashWrite(pipes[1]);
 
+  OutputFds out = openOutput(stdoutSpec);
+  OutputFds err = openOutput(stderrSpec);
+
   ChildSetup setup;
   setup.socketFd = childSocket.get();
   setup.crashFd = crashWrite.get();
   setup.parentPid = ::getpid();
+  setup.stdoutFd = out.childEnd.get();
+  setup.stderrFd = err.childEnd.get();
   ChildServer server(std::move(bootstrap));
   ChildProcess child = ChildProcess::fork([&] { runChild(setup, server); });
   childSocket.reset();
   crashWrite.reset();
+  out.childEnd.reset();
+  err.childEnd.reset();
   KJ_SYSCALL(::fcntl(crashRead.get(), F_SETFL, O_NONBLOCK));
 
   std::unique_ptr<Connection> connection(
-      new Connection(std::move(child), std::move(crashRead), std::move(parentSocket)));
+      new Connection(std::move(child), std::move(crashRead), std::move(parentSocket),
+                     std::move(out.parentEnd), std::move(err.parentEnd)));
   try {
     connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout));
   } catch (TerminationError& error) {
@@ -55,18 +95,41 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
   return connection;
 }
 
-Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket)
+Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
+                       UniqueFd stdoutPipe, UniqueFd stderrPipe)
     : ownerPid_(::getpid()),
       child_(std::move(child)),
       crashPipe_(std::move(crashPipe)),
+      stdoutPipe_(std::move(stdoutPipe)),
+      stderrPipe_(std::move(stderrPipe)),
       endpoint_(std::make_shared<Endpoint>(std::move(socket), Role::kParent)) {
   endpoint_->setObserver(this);
+  // Captured output is read whenever the parent waits for the child, so a child writing a lot
+  // never blocks on a full pipe, and only the tail is kept.
+  if (stdoutPipe_) {
+    endpoint_->channel().addDrain(stdoutPipe_.get(), [this](const char* data, size_t size) {
+      stdoutTail_.append(data, size);
+    });
+  }
+  if (stderrPipe_) {
+    endpoint_->channel().addDrain(stderrPipe_.get(), [this](const char* data, size_t size) {
+      stderrTail_.append(data, size);
+    });
+  }
+}
+
+std::string Connection::outputTail(int stream, size_t lines) {
+  endpoint_->channel().drainNow();
+  return stream == 1 ? stdoutTail_.lastLines(lines) : stderrTail_.lastLines(lines);
 }
 
 Connection::~Connection() {
   endpoint_->setObserver(nullptr);
   if (::getpid() != ownerPid_) {
-    crashPipe_.release();  // inherited across fork: not our fd
+    // Inherited across fork: not our fds.
+    crashPipe_.release();
+    stdoutPipe_.release();
+    stderrPipe_.release();
     endpoint_->close("this context belongs to another process");
     return;
   }
@@ -75,6 +138,7 @@ Connection::~Connection() {
   } catch (...) {
     // Destructors do not throw; ChildProcess's own destructor kills and reaps as a last resort.
   }
+  endpoint_->channel().clearDrains();  // the endpoint may outlive us; the pipes close now
 }
 
 bool Connection::alive() {
@@ -118,6 +182,9 @@ Termination Connection::finish(Termination termination, Deadline crashReportDead
     }
     termination.setCrashReport(report);
   }
+  endpoint_->channel().drainNow();
+  termination.stdoutTail = stdoutTail_.lastLines(kTailLines);
+  termination.stderrTail = stderrTail_.lastLines(kTailLines);
   return termination;
 }
 

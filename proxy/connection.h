@@ -3,6 +3,7 @@
 
 #include "proxy/endpoint.h"
 #include "runtime/child_process.h"
+#include "runtime/output_tail.h"
 #include "runtime/termination.h"
 
 #include <pybind11/pybind11.h>
@@ -15,6 +16,13 @@ namespace pi {
 
 namespace py = pybind11;
 
+// Where a child's stdout or stderr goes.
+struct OutputSpec {
+  enum class Mode { kInherit, kCapture, kFile };
+  Mode mode = Mode::kInherit;
+  std::string path;  // for kFile: appended to, created if missing
+};
+
 // Owns the child process, its crash pipe and the endpoint that talks to it. When the connection
 // fails it reaps the child, reads what the child's faulthandler wrote, and throws a
 // TerminationError describing it. Requires the GIL for every method. Not fork-safe: a copy in a
@@ -24,7 +32,9 @@ class Connection : public EndpointObserver {
   // Forks a child that runs `bootstrap()` (a Python callable, or None) and then serves; waits
   // up to `startTimeout` seconds for it to say hello. Throws TerminationError if it dies or
   // stalls on the way.
-  static std::unique_ptr<Connection> start(py::object bootstrap, double startTimeout);
+  static std::unique_ptr<Connection> start(py::object bootstrap, double startTimeout,
+                                           const OutputSpec& stdoutSpec = {},
+                                           const OutputSpec& stderrSpec = {});
   ~Connection() override;
 
   const std::shared_ptr<Endpoint>& endpoint() const { return endpoint_; }
@@ -38,19 +48,27 @@ class Connection : public EndpointObserver {
   // reaps it. Idempotent.
   void terminate(double graceSeconds);
 
+  // The last `lines` lines of a captured stream (1 = stdout, 2 = stderr); empty if not captured.
+  std::string outputTail(int stream, size_t lines);
+
   // EndpointObserver
   [[noreturn]] void connectionLost(Loss loss, const std::string& detail) override;
   void interruptPeer() override;
   std::string endedDescription() override;
 
  private:
-  Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket);
+  Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket, UniqueFd stdoutPipe,
+             UniqueFd stderrPipe);
   std::string drainCrashPipe(Deadline deadline);
   Termination finish(Termination termination, Deadline crashReportDeadline);
 
   pid_t ownerPid_;
   ChildProcess child_;
   UniqueFd crashPipe_;
+  UniqueFd stdoutPipe_;  // read ends of captured output, or empty
+  UniqueFd stderrPipe_;
+  OutputTail stdoutTail_;
+  OutputTail stderrTail_;
   std::shared_ptr<Endpoint> endpoint_;
   std::optional<Termination> termination_;
 };

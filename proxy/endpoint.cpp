@@ -167,6 +167,10 @@ void Endpoint::markLost(std::exception_ptr error, const std::string& description
   close(description);
 }
 
+void Endpoint::adoptImport(uint64_t id, PyObject* fresh, PyObject* old) {
+  imports_.replace(id, fresh, old);
+}
+
 void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
   if (closed_ || ::getpid() != ownerPid_) return;
   imports_.dropped(id, proxy);

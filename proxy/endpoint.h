@@ -98,6 +98,17 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // Called by a proxy's deallocator.
   void proxyDropped(uint64_t id, PyObject* proxy);
 
+  Channel& channel() { return channel_; }
+
+  // Called with a module proxy when that proxy is used after the peer ended; returns True when
+  // it has re-pointed the proxy to a new child (restart='auto'). Null for none.
+  void setRestartHook(py::object hook) { restartHook_ = std::move(hook); }
+  const py::object& restartHook() const { return restartHook_; }
+
+  // Makes `fresh`'s import-table entry belong to `old` (which takes over fresh's id): used when
+  // a module proxy of an ended child is re-pointed to the module in a new child.
+  void adoptImport(uint64_t id, PyObject* fresh, PyObject* old);
+
   size_t exportCount() const { return exports_.size(); }
   size_t importCount() const { return imports_.size(); }
   Role role() const { return role_; }
@@ -145,6 +156,7 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   std::unordered_set<uint64_t> staleCalls_;
   Deadline staleDeadline_;
   double defaultTimeout_ = -1;
+  py::object restartHook_;
 
   // Types whose TypeInfo the peer has been sent (ids in our export table).
   std::unordered_set<uint64_t> describedTypes_;

@@ -31,6 +31,11 @@ void ImportTable::dropped(uint64_t id, PyObject* proxy) {
   byId_.erase(found);
 }
 
+void ImportTable::replace(uint64_t id, PyObject* from, PyObject* to) {
+  auto found = byId_.find(id);
+  if (found != byId_.end() && found->second.proxy == from) found->second.proxy = to;
+}
+
 std::vector<ImportTable::Release> ImportTable::takeReleases() {
   std::vector<Release> out;
   out.swap(pending_);

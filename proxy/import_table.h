@@ -30,6 +30,9 @@ class ImportTable {
   // queues its release.
   void dropped(uint64_t id, PyObject* proxy);
 
+  // Moves the entry for `id` from proxy `from` to proxy `to`, keeping its count.
+  void replace(uint64_t id, PyObject* from, PyObject* to);
+
   // Takes the queued releases.
   std::vector<Release> takeReleases();
   bool hasReleases() const { return !pending_.empty(); }

@@ -27,6 +27,7 @@ struct ProxyObject {
   Py_ssize_t batchIndex;
   uint32_t batchSize;
   bool batchEnded;
+  bool isModule;
   uint64_t id;
   alignas(std::shared_ptr<Endpoint>) unsigned char endpointStorage[sizeof(std::shared_ptr<Endpoint>)];
 };
@@ -107,7 +108,9 @@ std::string describeCall(PyObject* self, wire::Op op, std::string_view name, Cal
 
 // Sends one op for `self` and returns a new reference, or null with a Python error set.
 PyObject* forward(PyObject* self, wire::Op op, std::string_view name, CallArgs args) {
+  for (int attempt = 0;; ++attempt) {
   try {
+    if (!endpointOf(self)) throw ClientStateError("this proxy was replaced by a restart");
     Endpoint& endpoint = *endpointOf(self);
     double seconds = tThreadTimeout >= 0 ? tThreadTimeout : endpoint.defaultTimeout();
     return endpoint.request(op, asProxy(self)->id, name, args, Deadline::afterOrNever(seconds))
@@ -121,10 +124,23 @@ PyObject* forward(PyObject* self, wire::Op op, std::string_view name, CallArgs a
     } catch (...) {
       pybind11::detail::try_translate_exceptions();
     }
+  } catch (const ClientStateError&) {
+    // restart='auto': a module proxy of an ended child is re-imported in a new child, once.
+    const py::object& hook = endpointOf(self) ? endpointOf(self)->restartHook() : py::object();
+    if (attempt == 0 && asProxy(self)->isModule && hook) {
+      try {
+        if (py::object(hook)(py::handle(self)).cast<bool>()) continue;
+      } catch (...) {
+        pybind11::detail::try_translate_exceptions();
+        return nullptr;
+      }
+    }
+    pybind11::detail::try_translate_exceptions();
   } catch (...) {
     pybind11::detail::try_translate_exceptions();
   }
   return nullptr;
+  }
 }
 
 template <size_t I>
@@ -347,6 +363,7 @@ py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, ui
   proxy->batchIndex = 0;
   proxy->batchSize = 0;
   proxy->batchEnded = false;
+  proxy->isModule = false;
   return py::reinterpret_steal<py::object>(object);
 }
 
@@ -379,6 +396,19 @@ void setProxyLabel(py::handle proxy, const std::string& label) {
     return;
   }
   Py_XSETREF(p->label, text);
+}
+
+void setProxyIsModule(py::handle proxy) { asProxy(proxy.ptr())->isModule = true; }
+
+void adoptProxy(py::handle old, py::handle fresh) {
+  ProxyObject* o = asProxy(old.ptr());
+  ProxyObject* f = asProxy(fresh.ptr());
+  std::shared_ptr<Endpoint> endpoint = endpointOf(fresh.ptr());
+  endpoint->adoptImport(f->id, fresh.ptr(), old.ptr());
+  endpointOf(old.ptr()) = endpoint;
+  o->id = f->id;
+  endpointOf(fresh.ptr()).reset();  // inert: its deallocation releases nothing
+  Py_CLEAR(o->batch);
 }
 
 double threadTimeout() { return tThreadTimeout; }

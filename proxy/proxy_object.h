@@ -37,6 +37,12 @@ uint64_t proxyId(py::handle proxy);
 std::string proxyLabel(py::handle proxy);
 void setProxyLabel(py::handle proxy, const std::string& label);
 
+// Marks a proxy as standing for a module (restart='auto' re-imports such proxies).
+void setProxyIsModule(py::handle proxy);
+// Re-points the module proxy `old` (of an ended child) to what `fresh` stands for, so existing
+// references to `old` work again; `fresh` is left inert. Both must be proxies.
+void adoptProxy(py::handle old, py::handle fresh);
+
 // The per-thread timeout for calls (seconds, < 0 for none), set by process_isolation.timeout().
 double threadTimeout();
 void setThreadTimeout(double seconds);

@@ -38,6 +38,8 @@ py::dict terminationFields(const pi::Termination& t) {
   fields["native_traceback"] = optionalText(t.nativeTraceback);
   fields["reason"] = optionalText(t.reason);
   fields["ending"] = t.describeEnding();
+  fields["stdout_tail"] = optionalText(t.stdoutTail);
+  fields["stderr_tail"] = optionalText(t.stderrTail);
   return fields;
 }
 
@@ -77,6 +79,21 @@ void translate(std::exception_ptr failure) {
   }
 }
 
+pi::OutputSpec outputSpec(const std::string& mode, const std::string& path) {
+  pi::OutputSpec spec;
+  if (mode == "inherit") {
+    spec.mode = pi::OutputSpec::Mode::kInherit;
+  } else if (mode == "capture") {
+    spec.mode = pi::OutputSpec::Mode::kCapture;
+  } else if (mode == "file") {
+    spec.mode = pi::OutputSpec::Mode::kFile;
+    spec.path = path;
+  } else {
+    throw py::value_error("output mode must be 'inherit', 'capture' or 'file'");
+  }
+  return spec;
+}
+
 pi::Endpoint& endpointOfProxy(py::handle proxy) {
   if (!pi::isProxy(proxy)) throw py::type_error("expected a proxy of an isolated object");
   return *pi::proxyEndpoint(proxy);
@@ -113,9 +130,20 @@ PYBIND11_MODULE(_core, m) {
   m.add_object("Proxy", py::handle(reinterpret_cast<PyObject*>(proxyType)));
 
   py::class_<pi::Connection>(m, "Connection")
-      .def_static("start", &pi::Connection::start, py::arg("bootstrap"),
-                  py::arg("start_timeout") = 60.0,
-                  "Forks a child that runs bootstrap() and then serves; waits for it.")
+      .def_static(
+          "start",
+          [](py::object bootstrap, double startTimeout, const std::string& stdoutMode,
+             const std::string& stdoutPath, const std::string& stderrMode,
+             const std::string& stderrPath) {
+            return pi::Connection::start(std::move(bootstrap), startTimeout,
+                                         outputSpec(stdoutMode, stdoutPath),
+                                         outputSpec(stderrMode, stderrPath));
+          },
+          py::arg("bootstrap"), py::arg("start_timeout") = 60.0,
+          py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
+          py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
+          "Forks a child that runs bootstrap() and then serves; waits for it.")
+      .def("output_tail", &pi::Connection::outputTail, py::arg("stream"), py::arg("lines") = 50)
       .def_property_readonly("pid", &pi::Connection::pid)
       .def_property_readonly("alive", &pi::Connection::alive)
       .def_property_readonly("termination",
@@ -132,7 +160,10 @@ PYBIND11_MODULE(_core, m) {
              py::object module = callByRequest(*c.endpoint(), pi::wire::Op::IMPORT, 0, name,
                                                py::make_tuple(paths), py::dict(),
                                                "import_isolated('" + name + "')");
-             if (pi::isProxy(module)) pi::setProxyLabel(module, name);
+             if (pi::isProxy(module)) {
+               pi::setProxyLabel(module, name);
+               pi::setProxyIsModule(module);
+             }
              return module;
            })
       .def("call_by_name",
@@ -143,6 +174,8 @@ PYBIND11_MODULE(_core, m) {
                                   kwargs, shown + "(...)");
            })
       .def("interrupt", [](pi::Connection& c) { c.interruptPeer(); })
+      .def("set_restart_hook",
+           [](pi::Connection& c, py::object hook) { c.endpoint()->setRestartHook(hook); })
       .def("export_count", [](pi::Connection& c) { return c.endpoint()->exportCount(); })
       .def("import_count", [](pi::Connection& c) { return c.endpoint()->importCount(); })
       .def("owns", [](pi::Connection& c, py::handle proxy) {
@@ -161,6 +194,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("proxy_label", [](py::handle proxy) {
     endpointOfProxy(proxy);
     return pi::proxyLabel(proxy);
+  });
+  m.def("adopt", [](py::handle old, py::handle fresh) {
+    endpointOfProxy(old);
+    endpointOfProxy(fresh);
+    pi::adoptProxy(old, fresh);
   });
   m.def("thread_timeout", &pi::threadTimeout);
   m.def("set_thread_timeout", &pi::setThreadTimeout);

@@ -7,6 +7,7 @@
 #include <kj/debug.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -45,16 +46,48 @@ struct Channel::Impl {
 
   // Blocks until the socket is ready for `events`, the deadline passes (OVERLOADED) or the hook
   // throws.
+  struct Drain {
+    int fd;
+    std::function<void(const char*, size_t)> sink;
+  };
+  std::vector<Drain> drains;
+
+  // Reads what a drained fd has (it is non-blocking) into its sink; forgets it at EOF.
+  void drainOne(size_t index) {
+    char chunk[16384];
+    for (;;) {
+      ssize_t n = ::read(drains[index].fd, chunk, sizeof(chunk));
+      if (n > 0) {
+        drains[index].sink(chunk, size_t(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        drains.erase(drains.begin() + long(index));
+      }
+      return;
+    }
+  }
+
   void wait(short events, const Deadline& deadline) {
+    std::vector<pollfd> fds;
     for (;;) {
       if (deadline.expired()) {
         kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "deadline passed while waiting for the peer"));
       }
-      pollfd pfd{socket.native_handle(), events, 0};
+      fds.assign(1, pollfd{socket.native_handle(), events, 0});
+      for (auto& drain : drains) fds.push_back(pollfd{drain.fd, POLLIN, 0});
       int timeout = deadline.pollMillis(hookPeriodMillis > 0 && waitHook ? hookPeriodMillis
                                                                          : std::numeric_limits<int>::max());
-      int n = ::poll(&pfd, 1, timeout);
-      if (n > 0) return;  // readable, writable, or an error/hangup that the next I/O call reports
+      int n = ::poll(fds.data(), nfds_t(fds.size()), timeout);
+      if (n > 0) {
+        // Drain output pipes first, back to front so that erasing keeps indexes valid.
+        for (size_t i = fds.size(); i-- > 1;) {
+          if (fds[i].revents != 0) drainOne(i - 1);
+        }
+        if (fds[0].revents != 0) return;  // the socket is ready, or reports an error next call
+        continue;
+      }
       if (n < 0) {
         int error = errno;
         KJ_REQUIRE(error == EINTR, "poll failed", strerror(error));
@@ -199,6 +232,16 @@ void Channel::shutdown() {
 }  // namespace pi
 
 namespace pi {
+
+void Channel::addDrain(int fd, std::function<void(const char*, size_t)> sink) {
+  impl_->drains.push_back(Impl::Drain{fd, std::move(sink)});
+}
+
+void Channel::drainNow() {
+  for (size_t i = impl_->drains.size(); i-- > 0;) impl_->drainOne(i);
+}
+
+void Channel::clearDrains() { impl_->drains.clear(); }
 
 void Channel::abandon() {
   impl_->isShutdown = true;

@@ -47,6 +47,16 @@ class Channel {
   // that abandon a receive must treat the stream as out of step.
   void setWaitHook(std::function<void()> hook, int periodMillis);
 
+  // While waiting, also reads whatever arrives on `fd` (a non-blocking pipe the channel does
+  // not own, such as the child's captured stderr) and hands it to `sink`, so the writer never
+  // blocks on a full pipe. The sink runs on the waiting thread, without the GIL. The fd is
+  // dropped from the set at EOF; it must stay open while it is in the set.
+  void addDrain(int fd, std::function<void(const char*, size_t)> sink);
+  // Reads what the drained fds have now, without waiting.
+  void drainNow();
+  // Forgets every drained fd (their owner is closing them).
+  void clearDrains();
+
   // Shuts both directions down so the peer sees EOF; further sends and receives fail.
   void shutdown();
 

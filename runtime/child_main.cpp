@@ -36,12 +36,22 @@ void closeFrom(int first) {
   for (int fd = first; fd < max; ++fd) ::close(fd);
 }
 
+int duplicateHigh(int fd) {
+  if (fd < 0) return -1;
+  int high = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  if (high < 0) dieEarly("cannot duplicate its fds", 70);
+  return high;
+}
+
 void moveFds(const ChildSetup& setup) {
-  int socketHigh = ::fcntl(setup.socketFd, F_DUPFD_CLOEXEC, 10);
-  int crashHigh = ::fcntl(setup.crashFd, F_DUPFD_CLOEXEC, 10);
-  if (socketHigh < 0 || crashHigh < 0) dieEarly("cannot duplicate its fds", 70);
-  ::close(setup.socketFd);
-  ::close(setup.crashFd);
+  // First out of the way of the numbers they are going to, then into place.
+  int socketHigh = duplicateHigh(setup.socketFd);
+  int crashHigh = duplicateHigh(setup.crashFd);
+  int stdoutHigh = duplicateHigh(setup.stdoutFd);
+  int stderrHigh = duplicateHigh(setup.stderrFd);
+  for (int fd : {setup.socketFd, setup.crashFd, setup.stdoutFd, setup.stderrFd}) {
+    if (fd > 2) ::close(fd);
+  }
   // Stdio the parent had closed must not be left free: our socket could land there.
   for (int fd = 0; fd <= 2; ++fd) {
     if (::fcntl(fd, F_GETFD) < 0) {
@@ -52,7 +62,9 @@ void moveFds(const ChildSetup& setup) {
       }
     }
   }
-  if (::dup2(socketHigh, kChildSocketFd) < 0 || ::dup2(crashHigh, kChildCrashFd) < 0) {
+  if ((stdoutHigh >= 0 && ::dup2(stdoutHigh, 1) < 0) ||
+      (stderrHigh >= 0 && ::dup2(stderrHigh, 2) < 0) ||
+      ::dup2(socketHigh, kChildSocketFd) < 0 || ::dup2(crashHigh, kChildCrashFd) < 0) {
     dieEarly("cannot place its fds", 70);
   }
   closeFrom(kChildCrashFd + 1);

@@ -18,6 +18,8 @@ struct Termination {
   std::string childTraceback;    // Python traceback(s) the child's faulthandler wrote, or empty
   std::string nativeTraceback;   // C-level stack of the crashing thread, or empty
   std::string reason;            // why the parent ended the child, when it did; else empty
+  std::string stdoutTail;        // last lines of a captured stdout, or empty
+  std::string stderrTail;        // last lines of a captured stderr, or empty
 
   // From a waitpid()/waitid() status word.
   static Termination fromWaitStatus(pid_t pid, int status);

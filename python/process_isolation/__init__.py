@@ -18,6 +18,8 @@ from .context import (
     load_module,
     timeout,
 )
+from .hook import isolated
+from .limits import Limits
 from .session import Session, SharedExtensionWarning
 from .errors import (
     CallTimeoutError,
@@ -31,6 +33,7 @@ __all__ = [
     "CallTimeoutError",
     "ClientStateError",
     "IsolationContext",
+    "Limits",
     "ProcessTerminationError",
     "ProtocolError",
     "Proxy",
@@ -40,6 +43,7 @@ __all__ = [
     "byvalue",
     "default_context",
     "import_isolated",
+    "isolated",
     "isproxy",
     "load_module",
     "timeout",

@@ -11,22 +11,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import sysconfig
 
 from . import _core
-
-
-def stdlib_paths():
-    """The sys.path entries the interpreter needs to import its standard library."""
-    paths = []
-    for key in ("stdlib", "platstdlib"):
-        path = sysconfig.get_paths().get(key)
-        if path and path not in paths:
-            paths.append(path)
-    dynload = os.path.join(sysconfig.get_paths()["platstdlib"], "lib-dynload")
-    if os.path.isdir(dynload):
-        paths.append(dynload)
-    return [p for p in sys.path if p in paths or p.endswith(".zip")] or paths
+from .session import _set_environment, _standard_library_entries
 
 
 def drop_inherited_proxies():
@@ -36,8 +23,8 @@ def drop_inherited_proxies():
             del sys.modules[name]
 
 
-def bootstrap(env, inherit_env, paths, inherit_paths, cwd):
-    """Prepares the child. Called with the context's options."""
+def bootstrap(env, inherit_env, paths, inherit_paths, cwd, limits):
+    """Prepares the child. Called with the context's (validated) options."""
     drop_inherited_proxies()
     # Python-level handlers of the host application must not run here.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -45,18 +32,15 @@ def bootstrap(env, inherit_env, paths, inherit_paths, cwd):
         signum = getattr(signal, name, None)
         if signum is not None:
             signal.signal(signum, signal.SIG_DFL)
-    if not inherit_env:
-        os.environ.clear()
-    if env:
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # The same meaning as for Session: env wins over the inherited environment (or is all of it).
+    target = dict(os.environ) if inherit_env else {}
+    target.update(env)
+    _set_environment(target)
     if cwd is not None:
         os.chdir(cwd)
-    extra = [os.fspath(p) for p in (paths or ())]
     if inherit_paths:
-        sys.path[:0] = [p for p in extra if p not in sys.path]
+        sys.path[:0] = [p for p in paths if p not in sys.path]
     else:
-        sys.path[:] = extra + stdlib_paths()
+        sys.path[:] = list(paths) + _standard_library_entries(sys.path)
+    if limits is not None:
+        limits.apply()

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 from . import _byvalue, _child, _core
 from .errors import ClientStateError, ProcessTerminationError
+from .limits import Limits
+from .session import _environment, _path_entries
 
 __all__ = [
     "IsolationContext",
@@ -22,6 +24,7 @@ __all__ = [
     "isproxy",
     "load_module",
     "timeout",
+    "Limits",
 ]
 
 _START_METHODS = ("fork",)
@@ -40,15 +43,22 @@ class IsolationContext:
 
     Keyword arguments (all optional):
         start_method: how the child is made. ``'fork'`` (default) forks this interpreter.
-        env: mapping of environment variables for the child; a value of None removes the
-            variable. Values here win over inherited ones.
-        inherit_env: when False, the child starts from an empty environment plus ``env``.
+        env: environment variables for the child (str to str). They win over inherited ones.
+        inherit_env: when False, the child's environment is ``env`` alone.
         paths: directories prepended to the child's ``sys.path``.
         inherit_paths: when False, the child's ``sys.path`` is ``paths`` plus the standard
-            library only.
+            library only. (``env``, ``inherit_env``, ``paths`` and ``inherit_paths`` mean the
+            same as for :class:`Session`.)
         cwd: the child's working directory.
         timeout: default seconds a call may take before the child is killed and
             :class:`CallTimeoutError` is raised; None for no limit.
+        limits: a :class:`Limits` applied in the child before it imports anything.
+        restart: False (default), or ``'auto'``: after the child ended, the next use of a
+            *module* proxy starts a new child and imports the module again (proxies of other
+            objects from the ended child keep raising ClientStateError).
+        stdout, stderr: ``'inherit'`` (default), ``'capture'`` (kept in a bounded buffer; the
+            last lines are attached to ProcessTerminationError and returned by
+            :meth:`captured_output`), or a file path to append to.
         trusted: when True, :func:`byvalue` unpickles any type the child sends; by default only
             allow-listed plain data types.
         start_timeout: seconds the child may take to start.
@@ -58,7 +68,8 @@ class IsolationContext:
     """
 
     def __init__(self, *, start_method="fork", env=None, inherit_env=True, paths=None,
-                 inherit_paths=True, cwd=None, timeout=None, trusted=False, start_timeout=60.0,
+                 inherit_paths=True, cwd=None, timeout=None, limits=None, restart=False,
+                 stdout="inherit", stderr="inherit", trusted=False, start_timeout=60.0,
                  **unsupported):
         if unsupported:
             names = ", ".join(sorted(unsupported))
@@ -68,11 +79,19 @@ class IsolationContext:
             raise ValueError(f"start_method must be one of {_START_METHODS}, not {start_method!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds or None")
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a Limits instance, not {type(limits).__name__}")
+        if restart not in (False, None, "auto"):
+            raise ValueError(f"restart must be False or 'auto', not {restart!r}")
         self.start_method = start_method
-        self.env = dict(env) if env else {}
+        self.env = _environment(env)
         self.inherit_env = bool(inherit_env)
-        self.paths = [os.fspath(p) for p in (paths or ())]
+        self.paths = list(_path_entries(paths))
         self.inherit_paths = bool(inherit_paths)
+        self.limits = limits
+        self.restart_policy = restart or False
+        self.stdout = _output_spec("stdout", stdout)
+        self.stderr = _output_spec("stderr", stderr)
         self.cwd = os.fspath(cwd) if cwd is not None else None
         self.timeout = timeout
         self.trusted = bool(trusted)
@@ -113,10 +132,15 @@ class IsolationContext:
                 "forking an isolated child from a process with several threads: locks held by "
                 "other threads stay locked in the child", RuntimeWarning, stacklevel=3)
         bootstrap = functools.partial(_child.bootstrap, self.env, self.inherit_env, self.paths,
-                                      self.inherit_paths, self.cwd)
-        connection = _core.Connection.start(bootstrap, self.start_timeout)
+                                      self.inherit_paths, self.cwd, self.limits)
+        connection = _core.Connection.start(
+            bootstrap, self.start_timeout,
+            stdout_mode=self.stdout[0], stdout_path=self.stdout[1],
+            stderr_mode=self.stderr[0], stderr_path=self.stderr[1])
         if self.timeout is not None:
             connection.default_timeout = float(self.timeout)
+        if self.restart_policy == "auto":
+            connection.set_restart_hook(functools.partial(_auto_restart, weakref.ref(self)))
         self._connection = connection
         self._termination = None
 
@@ -209,7 +233,7 @@ class IsolationContext:
 
     # -- using the child ---------------------------------------------------------------------
 
-    def load_module(self, name, path=None):
+    def load_module(self, name, path=None, *, _register=True):
         """Imports module ``name`` (dotted names allowed) in the child and returns its proxy.
 
         Args:
@@ -235,7 +259,7 @@ class IsolationContext:
                 raise
             self._modules[name] = module
             existing = sys.modules.get(name)
-            if existing is None or _core.isproxy(existing):
+            if _register and (existing is None or _core.isproxy(existing)):
                 sys.modules[name] = module
                 self._registered[name] = module
             return module
@@ -264,6 +288,39 @@ class IsolationContext:
             self._note_ended(connection)
             raise
 
+    def captured_output(self, stream="stderr", lines=50):
+        """The last ``lines`` lines the child wrote to a captured ``'stdout'`` or ``'stderr'``
+        (empty when that stream is not captured or nothing was written)."""
+        index = {"stdout": 1, "stderr": 2}.get(stream)
+        if index is None:
+            raise ValueError("stream must be 'stdout' or 'stderr'")
+        connection = self._connection
+        if connection is None:
+            termination = self._termination or {}
+            return termination.get(f"{stream}_tail") or ""
+        return connection.output_tail(index, lines)
+
+    def _reimport(self, proxy):
+        """restart='auto': re-points the module proxy ``proxy`` of an ended child to the same
+        module in a new child. Returns True when it did."""
+        with self._lock:
+            name = _core.proxy_label(proxy)
+            connection = self._connection
+            if connection is not None and connection.owns(proxy) and connection.alive:
+                return False  # its child still runs: the error was about something else
+            if connection is None or not connection.alive:
+                self._shutdown()
+                self._termination = None
+                self._start()
+            fresh = self._connection.import_module(name, [])
+            _core.adopt(proxy, fresh)
+            self._modules[name] = proxy
+            existing = sys.modules.get(name)
+            if existing is None or _core.isproxy(existing):
+                sys.modules[name] = proxy
+                self._registered[name] = proxy
+            return True
+
     def _owns(self, proxy):
         connection = self._connection
         return connection is not None and connection.owns(proxy)
@@ -272,6 +329,21 @@ class IsolationContext:
         """(objects the child holds for the parent, ... for the child) — for tests."""
         connection = self._live_connection()
         return connection.export_count(), connection.import_count()
+
+
+def _output_spec(name, value):
+    if value in ("inherit", None):
+        return ("inherit", "")
+    if value == "capture":
+        return ("capture", "")
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return ("file", os.fsdecode(os.fspath(value)))
+    raise ValueError(f"{name} must be 'inherit', 'capture' or a file path, not {value!r}")
+
+
+def _auto_restart(context_ref, proxy):
+    context = context_ref()
+    return context is not None and context._reimport(proxy)
 
 
 def default_context() -> IsolationContext:

@@ -73,12 +73,13 @@ class ProcessTerminationError(Exception):
         native_traceback: the C-level stack of the crashing thread, or None.
         reason: why the parent ended the child, when it did (a timeout, a protocol violation),
             or None.
-        stderr_tail: the last lines the child wrote to a captured stderr, or None.
+        stdout_tail, stderr_tail: the last lines the child wrote to a captured stdout or
+            stderr (``IsolationContext(stderr='capture')``), or None.
     """
 
     def __init__(self, pid=None, exit_code=None, signal=None, signal_name=None, core_dumped=False,
                  call=None, child_traceback=None, native_traceback=None, reason=None,
-                 ending=None, detail=None, stderr_tail=None):
+                 ending=None, detail=None, stdout_tail=None, stderr_tail=None):
         self.pid = pid
         self.exit_code = exit_code
         self.signal = signal
@@ -90,6 +91,7 @@ class ProcessTerminationError(Exception):
         self.reason = reason
         self.ending = ending
         self.detail = detail
+        self.stdout_tail = stdout_tail
         self.stderr_tail = stderr_tail
         super().__init__(self._message())
 
