@@ -32,8 +32,9 @@ struct Message {
     # The answer to the innermost request the receiver has outstanding.
 
     release @2 :Release;
-    # The sender dropped its last proxies for these ids. Never answered. Sent just before the
-    # next request or response (in the same write), so releases never cost a round trip.
+    # The sender dropped its last proxies for these ids. Never answered. Sent right after the
+    # next request or response, in the same write, so releases never cost a round trip; after,
+    # not before, so the receiver has resolved every id that message names before it forgets any.
 
     hello @3 :Hello;
     # The child's first message, sent once it is ready to serve. The parent waits for it (with a

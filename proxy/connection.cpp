@@ -19,6 +19,9 @@ namespace {
 constexpr double kDisconnectGraceSeconds = 5.0;
 // How long a timed-out child gets to write its traceback before it is killed.
 constexpr double kTracebackGraceSeconds = 1.0;
+// How long a quiet crash pipe must stay quiet, once the child has written to it, to count as
+// finished.
+constexpr double kQuietSeconds = 0.05;
 // The most of the crash report the parent keeps.
 constexpr size_t kMaxCrashReportBytes = 1 << 20;
 // How many lines of captured output a termination report shows.
@@ -118,8 +121,25 @@ Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
   }
 }
 
+void Connection::drainOutput() {
+  char chunk[16384];
+  for (auto [fd, tail] : {std::pair<int, OutputTail*>{stdoutPipe_.get(), &stdoutTail_},
+                          {stderrPipe_.get(), &stderrTail_}}) {
+    if (fd < 0) continue;
+    for (;;) {
+      ssize_t n = ::read(fd, chunk, sizeof(chunk));
+      if (n > 0) {
+        tail->append(chunk, size_t(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      break;  // EOF, or nothing more for now (the pipe is non-blocking)
+    }
+  }
+}
+
 std::string Connection::outputTail(int stream, size_t lines) {
-  endpoint_->channel().drainNow();
+  drainOutput();
   return stream == 1 ? stdoutTail_.lastLines(lines) : stderrTail_.lastLines(lines);
 }
 
@@ -167,8 +187,10 @@ std::string Connection::drainCrashPipe(Deadline deadline) {
     if (n == 0) break;  // every writer is gone
     if (errno == EINTR) continue;
     if (errno != EAGAIN || deadline.expired()) break;
+    // Once the child has started writing, a short pause means it has finished.
+    Deadline wait = report.empty() ? deadline : deadline.earliest(Deadline::after(kQuietSeconds));
     pollfd pfd{crashPipe_.get(), POLLIN, 0};
-    if (::poll(&pfd, 1, deadline.pollMillis()) <= 0) break;
+    if (::poll(&pfd, 1, wait.pollMillis()) <= 0) break;
   }
   return report;
 }
@@ -182,7 +204,7 @@ Termination Connection::finish(Termination termination, Deadline crashReportDead
     }
     termination.setCrashReport(report);
   }
-  endpoint_->channel().drainNow();
+  drainOutput();
   termination.stdoutTail = stdoutTail_.lastLines(kTailLines);
   termination.stderrTail = stderrTail_.lastLines(kTailLines);
   return termination;

@@ -60,6 +60,7 @@ class Connection : public EndpointObserver {
   Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket, UniqueFd stdoutPipe,
              UniqueFd stderrPipe);
   std::string drainCrashPipe(Deadline deadline);
+  void drainOutput();
   Termination finish(Termination termination, Deadline crashReportDeadline);
 
   pid_t ownerPid_;

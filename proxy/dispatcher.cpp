@@ -41,8 +41,7 @@ struct Call {
 };
 
 [[noreturn]] void refuse(const std::string& what) {
-  PyErr_SetString(PyExc_PermissionError,
-                  ("an isolated child may not " + what + " in the parent").c_str());
+  PyErr_SetString(PyExc_PermissionError, ("an isolated child may not " + what).c_str());
   throw py::error_already_set();
 }
 
@@ -59,7 +58,9 @@ bool isForbiddenAttribute(const std::string& name) {
 
 void checkAttributeName(const Call& call) {
   if (call.role == Role::kParent && isForbiddenAttribute(call.name)) {
-    refuse("use the attribute '" + call.name + "' of a parent object");
+    refuse(std::string("use the ") + (call.name.empty() || call.name[0] == '_' ? "private" :
+                                      "introspection") +
+           " attribute '" + call.name + "' of a parent object");
   }
 }
 
@@ -78,7 +79,7 @@ py::object pyName(const Call& call) {
 using Handler = DispatchResult (*)(Call& call);
 
 DispatchResult opImport(Call& call) {
-  if (call.role == Role::kParent) refuse("import a module");
+  if (call.role == Role::kParent) refuse("import a module in the parent");
   py::module_ sys = py::module_::import("sys");
   py::list path = sys.attr("path");
   if (call.args.size() > 0 && !call.args[0].is_none()) {
@@ -274,7 +275,7 @@ DispatchResult opByvalue(Call& call) {
 }
 
 DispatchResult opCallByName(Call& call) {
-  if (call.role == Role::kParent) refuse("call a function by name");
+  if (call.role == Role::kParent) refuse("call a parent function by name");
   auto colon = call.name.find(':');
   KJ_REQUIRE(colon != std::string::npos, "callByName needs module:qualname", call.name);
   py::object object = py::module_::import("importlib").attr("import_module")(
@@ -339,7 +340,7 @@ DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
       auto op = request.getOp();
       bool harmless = op == wire::Op::REPR || op == wire::Op::STR || op == wire::Op::HASH ||
                       op == wire::Op::BOOL || op == wire::Op::COMPARE;
-      if (!harmless) refuse("look inside a parent module, frame, traceback or code object");
+      if (!harmless) refuse("look inside a module, frame, traceback or code object of the parent");
     }
   }
   auto name = request.getName();

@@ -131,7 +131,7 @@ void Endpoint::close(const std::string& description) {
   closed_ = true;
   endedDescription_ = description;
   if (::getpid() != ownerPid_) return;  // inherited across fork: not our fd, not our objects
-  channel_.shutdown();
+  channel_.close();
   imports_.clear();
   exports_.clear();
 }
@@ -139,7 +139,7 @@ void Endpoint::close(const std::string& description) {
 void Endpoint::fail(EndpointObserver::Loss loss, const std::string& detail) {
   if (!lostError_) {
     closed_ = true;
-    channel_.shutdown();
+    channel_.close();
     try {
       if (observer_ != nullptr) {
         observer_->connectionLost(loss, detail);
@@ -178,6 +178,12 @@ void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
 
 void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline) {
   kj::Vector<kj::ArrayPtr<const kj::byte>> pieces;
+  OutgoingFrame frame(message);
+  for (auto piece : frame.pieces()) pieces.add(piece);
+  // Pending releases ride in the same write, *after* the message: the peer resolves the ids in
+  // the message before it applies the release, so a proxy dropped while the message was being
+  // made (the result of a call, an exception's remote half) can never release an id the
+  // message still names.
   std::optional<capnp::MallocMessageBuilder> releaseMessage;
   std::optional<OutgoingFrame> releaseFrame;
   if (imports_.hasReleases()) {
@@ -193,8 +199,6 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline) {
     releaseFrame.emplace(*releaseMessage);
     for (auto piece : releaseFrame->pieces()) pieces.add(piece);
   }
-  OutgoingFrame frame(message);
-  for (auto piece : frame.pieces()) pieces.add(piece);
   try {
     if (frame.totalBytes() > kReleaseGilForSendBytes) {
       py::gil_scoped_release nogil;
@@ -210,6 +214,11 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline) {
 }
 
 IncomingFrame Endpoint::receive(Deadline deadline) {
+  if (pendingFrame_) {
+    IncomingFrame frame = std::move(*pendingFrame_);
+    pendingFrame_.reset();
+    return frame;
+  }
   try {
     if (channel_.hasBufferedFrame()) return channel_.receive(deadline);
     py::gil_scoped_release nogil;
@@ -329,8 +338,28 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
       fail(EndpointObserver::Loss::kProtocol,
            std::string("peer sent a value that cannot be decoded: ") + e.what());
     }
+    applyBufferedReleases();
     if (error) raiseException(error);
     return result;
+  }
+}
+
+void Endpoint::applyBufferedReleases() {
+  // The peer writes its releases right after a response; apply those that already arrived, so
+  // the objects are let go now rather than at the next call. Anything else is kept for the next
+  // receive().
+  try {
+    while (!pendingFrame_ && !closed_ && channel_.hasBufferedFrame()) {
+      IncomingFrame frame = channel_.receive(Deadline::never());
+      auto message = frame.getRoot<wire::Message>();
+      if (!message.isRelease()) {
+        pendingFrame_.emplace(std::move(frame));
+        return;
+      }
+      applyRelease(message.getRelease());
+    }
+  } catch (kj::Exception& e) {
+    fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
   }
 }
 
@@ -350,8 +379,11 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
       out.setMessage("the error could not be sent");
     }
   };
+  // The result lives until its response is sent: dropping a proxy in it earlier would queue a
+  // release that the write puts ahead of the response naming the same object.
+  DispatchResult result;
   try {
-    DispatchResult result = dispatcher_.dispatch(request);
+    result = dispatcher_.dispatch(request);
     if (result.pickled) {
       std::string_view bytes = py::bytes(result.value);
       response.initValue().setPickled(

@@ -14,6 +14,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -128,6 +129,7 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   py::object awaitResponse(uint64_t callId, Deadline deadline);
   void serveRequest(wire::Request::Reader request);
   void applyRelease(wire::Release::Reader release);
+  void applyBufferedReleases();
   void sendMessage(capnp::MessageBuilder& message, Deadline deadline);
   IncomingFrame receive(Deadline deadline);
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
@@ -154,6 +156,8 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // Calls the user interrupted whose answers are still owed, and when the child must have sent
   // them by.
   std::unordered_set<uint64_t> staleCalls_;
+  // A frame read ahead (while looking for releases) that the next receive() returns.
+  std::optional<IncomingFrame> pendingFrame_;
   Deadline staleDeadline_;
   double defaultTimeout_ = -1;
   py::object restartHook_;

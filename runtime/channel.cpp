@@ -158,14 +158,24 @@ Channel::Channel(UniqueFd socket) : impl_(std::make_unique<Impl>()) {
 
 Channel::~Channel() = default;
 
-int Channel::fd() const { return impl_->socket.native_handle(); }
+namespace {
+
+[[noreturn]] void throwClosed() {
+  kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was closed"));
+}
+
+}  // namespace
+
+int Channel::fd() const { return impl_ ? impl_->socket.native_handle() : -1; }
 
 void Channel::setWaitHook(std::function<void()> hook, int periodMillis) {
+  if (!impl_) return;
   impl_->waitHook = std::move(hook);
   impl_->hookPeriodMillis = periodMillis;
 }
 
 void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline) {
+  if (!impl_) throwClosed();
   if (impl_->isShutdown) {
     kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was shut down"));
   }
@@ -202,12 +212,14 @@ void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Dead
 }
 
 bool Channel::hasBufferedFrame() const {
+  if (!impl_) return false;
   auto available = kj::arrayPtr(impl_->buffer.data() + impl_->begin, impl_->buffered());
   KJ_IF_MAYBE(size, peekFrameSize(available)) { return size->totalBytes <= available.size(); }
   return false;
 }
 
 IncomingFrame Channel::receive(Deadline deadline) {
+  if (!impl_) throwClosed();
   if (impl_->isShutdown) {
     kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was shut down"));
   }
@@ -223,7 +235,7 @@ IncomingFrame Channel::receive(Deadline deadline) {
 }
 
 void Channel::shutdown() {
-  if (impl_->isShutdown) return;
+  if (!impl_ || impl_->isShutdown) return;
   impl_->isShutdown = true;
   boost::system::error_code ec;
   impl_->socket.shutdown(boost::asio::socket_base::shutdown_both, ec);  // best effort
@@ -234,19 +246,29 @@ void Channel::shutdown() {
 namespace pi {
 
 void Channel::addDrain(int fd, std::function<void(const char*, size_t)> sink) {
+  if (!impl_) return;
   impl_->drains.push_back(Impl::Drain{fd, std::move(sink)});
 }
 
 void Channel::drainNow() {
+  if (!impl_) return;
   for (size_t i = impl_->drains.size(); i-- > 0;) impl_->drainOne(i);
 }
 
-void Channel::clearDrains() { impl_->drains.clear(); }
+void Channel::clearDrains() {
+  if (impl_) impl_->drains.clear();
+}
 
 void Channel::abandon() {
+  if (!impl_) return;
   impl_->isShutdown = true;
-  boost::system::error_code ec;
-  impl_->socket.release(ec);
+  (void)impl_.release();  // deliberately leaked: destroying it would close fds that are not ours
+}
+
+void Channel::close() {
+  if (!impl_) return;
+  shutdown();
+  impl_.reset();
 }
 
 }  // namespace pi

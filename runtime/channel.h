@@ -60,10 +60,14 @@ class Channel {
   // Shuts both directions down so the peer sees EOF; further sends and receives fail.
   void shutdown();
 
+  // Shuts down and releases every fd the channel holds (the socket and Asio's own); further
+  // use fails with DISCONNECTED. Drained fds are forgotten, not closed.
+  void close();
+
   int fd() const;
 
-  // Gives up the socket without closing it. For a copy of a channel inherited across fork, whose
-  // fd number may already belong to something else in this process.
+  // Gives up every fd without closing any (leaking the bookkeeping). For a copy of a channel
+  // inherited across fork, whose fd numbers may already belong to something else here.
   void abandon();
 
  private:

@@ -119,7 +119,7 @@ class IsolationContext:
         call :meth:`restart` to start a new one."""
         with self._lock:
             if self._connection is None:
-                if self._termination is not None:
+                if self._termination is not None and self.restart_policy != "auto":
                     raise ClientStateError(
                         f"this context's child (pid {self._termination['pid']}) has ended "
                         f"({self._termination['ending']}); call restart() to start a new one")
@@ -220,7 +220,12 @@ class IsolationContext:
     def alive(self):
         """True while the child runs and can be used."""
         connection = self._connection
-        return connection is not None and connection.alive
+        if connection is None:
+            return False
+        if not connection.alive:
+            self._note_ended(connection)
+            return False
+        return True
 
     @property
     def termination(self):

@@ -1,0 +1,110 @@
+"""Tests of what a child may not do to the parent: read or set private attributes of parent
+objects passed to it, copy them by value, or ask the parent to import a module or call a
+function by name. A refusal is a PermissionError in the child, which surfaces in the parent."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCHEMA = Path(__file__).resolve().parents[2] / 'protocol' / 'isolation.capnp'
+CAPNP = shutil.which('capnp')
+TOOL_SECONDS = 60
+
+
+class Holder:
+    public = 'visible'
+
+    def __init__(self):
+        self._secret = 'hidden'
+
+
+def parent_function():
+    return 'parent'
+
+
+@pytest.fixture
+def snoop(ctx):
+    return ctx.load_module('isofix_snoop')
+
+
+def test_the_child_reads_public_attributes_of_a_parent_object(snoop):
+    assert snoop.read_attribute(Holder(), 'public') == 'visible'
+
+
+@pytest.mark.parametrize('name', ['_secret', '__dict__', '_Holder__private'])
+def test_the_child_cannot_read_private_attributes_of_a_parent_object(snoop, name):
+    with pytest.raises(PermissionError, match='private attribute') as caught:
+        snoop.read_attribute(Holder(), name)
+    assert 'read_attribute' in caught.value.__cause__.text  # raised in the child, came back
+    kind, message = snoop.try_read_attribute(Holder(), name)
+    assert kind == 'PermissionError'
+    assert name in message
+
+
+def test_the_child_cannot_reach_a_parent_functions_globals(snoop):
+    with pytest.raises(PermissionError):
+        snoop.read_attribute(parent_function, '__globals__')
+    with pytest.raises(PermissionError):
+        snoop.read_attribute(parent_function, '__code__')
+    assert snoop.read_attribute(parent_function, '__call__')() == 'parent'
+
+
+def test_the_child_cannot_set_or_delete_private_attributes_of_a_parent_object(snoop):
+    holder = Holder()
+    with pytest.raises(PermissionError):
+        snoop.set_attribute(holder, '_secret', 'overwritten')
+    assert holder._secret == 'hidden'
+    snoop.set_attribute(holder, 'public', 'changed by the child')
+    assert holder.public == 'changed by the child'
+
+
+def test_the_child_cannot_copy_a_parent_object_by_value(snoop):
+    with pytest.raises(PermissionError, match='by value'):
+        snoop.copy_by_value(Holder())
+
+
+def capnp_tool(command, data):
+    if CAPNP is None:
+        pytest.skip('the capnp tool (Debian package capnproto) is needed to write a request '
+                    'by hand')
+    result = subprocess.run([CAPNP, command, *(['--short'] if command == 'decode' else []),
+                             str(SCHEMA), 'Message'], input=data, capture_output=True,
+                            timeout=TOOL_SECONDS)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
+def send_hostile_request(context, request):
+    """Has the child write `request` (capnp text of a Request) to the parent itself; returns the
+    parent's response, decoded to capnp text."""
+    raw = context.load_module('isofix_raw_request')
+    frame = capnp_tool('encode', f'(request = {request})'.encode())
+    frames = raw.exchange(frame)
+    return capnp_tool('decode', frames[-1]).decode()
+
+
+def test_the_child_cannot_make_the_parent_import_a_module(ctx):
+    assert 'colorsys' not in sys.modules
+    answer = send_hostile_request(
+        ctx, '(callId = 900, op = import, name = "colorsys", args = [(list = [])])')
+    assert answer.startswith('(response = (callId = 900, error = ')
+    assert 'builtin = "PermissionError"' in answer
+    assert 'may not import a module in the parent' in answer
+    assert 'colorsys' not in sys.modules
+    assert ctx.load_module('isofix_basic').add(1, 2) == 3  # both ends still agree
+
+
+def test_the_child_cannot_make_the_parent_call_a_function_by_name(ctx, tmp_path):
+    canary = tmp_path / 'made by the child'
+    answer = send_hostile_request(
+        ctx, f'(callId = 901, op = callByName, name = "os:mkdir", '
+             f'args = [(str = {json.dumps(str(canary))})])')
+    assert answer.startswith('(response = (callId = 901, error = ')
+    assert 'builtin = "PermissionError"' in answer
+    assert 'may not call a parent function by name' in answer
+    assert not canary.exists()
+    assert ctx.load_module('isofix_basic').add(1, 2) == 3
