@@ -10,6 +10,7 @@ creating it. Callers must not mutate what they get back.
 import functools
 import os
 import signal
+import sys
 
 
 def noop():
@@ -46,7 +47,7 @@ def make_bytes(n):
 
 @functools.lru_cache(maxsize=4)
 def make_array(n):
-    """Return a float64 numpy array of ``n`` elements, every page written (cached; do not mutate)."""
+    """Return a float64 array of ``n`` elements, every page written (cached; do not mutate)."""
     import numpy
     return numpy.full(n, 1.5, dtype=numpy.float64)
 
@@ -57,12 +58,21 @@ def make_array_bytes(n):
 
 
 def take(x):
-    """Receive ``x`` and report ``(len(x), type name)`` so the parent can tell what arrived.
+    """Receive ``x`` and report ``(len(x), kind)`` so the parent can tell what arrived.
 
-    The type name lets the harness notice when an argument reached the child as a proxy rather
-    than as the data itself (then the row measured no data transfer, and says so).
+    kind is 'bytes' or 'ndarray' only when ``x`` is exactly that type here in the child;
+    anything else (such as a proxy standing for a parent object, whatever its type's name) is
+    reported as ``module.qualname`` of its type. Then the row measured no data transfer, and
+    says so.
     """
-    return (len(x), type(x).__name__)
+    numpy = sys.modules.get('numpy')
+    if type(x) is bytes:
+        kind = 'bytes'
+    elif numpy is not None and type(x) is numpy.ndarray:
+        kind = 'ndarray'
+    else:
+        kind = f'{type(x).__module__}.{type(x).__qualname__}'
+    return (len(x), kind)
 
 
 def take_array_bytes(data):

@@ -36,21 +36,21 @@ class FloorProgram:
     def __exit__(self, *exc):
         shutil.rmtree(self.build_dir, ignore_errors=True)
 
-    def run(self, mode, amount, reps, cpu=None):
+    def run(self, mode, amount, reps, cpus=None):
         """Run one mode; return its samples in seconds per operation.
 
-        With `cpu`, the program (and the child it forks) is pinned to that one CPU.
+        With `cpus` = (parent CPU, child CPU), the two processes are pinned to those CPUs.
         """
-        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-        done = subprocess.run([self.binary, mode, str(amount), str(reps)], capture_output=True,
-                              text=True, timeout=RUN_TIMEOUT_S, preexec_fn=pin)
+        command = [self.binary, mode, str(amount), str(reps)]
+        command += [str(cpu) for cpu in cpus] if cpus else []
+        done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
         if done.returncode != 0:
             raise RuntimeError(f'floor_pingpong {mode} failed: {done.stderr.strip()}')
         return [float(line) * 1e-9 for line in done.stdout.split()]
 
-    def round_trip(self, iters, reps, cpu=None):
+    def round_trip(self, iters, reps, cpus=None):
         """Seconds per 64-byte round trip between two processes over an AF_UNIX socketpair."""
-        return self.run('rtt', iters, reps, cpu)
+        return self.run('rtt', iters, reps, cpus)
 
     def memcpy(self, size, reps):
         """Seconds per memcpy of `size` bytes."""

@@ -9,6 +9,9 @@
 //   floor_pingpong stream BYTES REPS  BYTES sent one way from a forked child over the socketpair,
 //                                     after a 1-byte "go" from the parent
 //
+// Two more arguments, PARENT_CPU CHILD_CPU, pin the parent and the child to those CPUs
+// (sched_setaffinity), e.g. `rtt 20000 21 0 1` for a round trip that always crosses CPUs.
+//
 // One rep is run first as a warm-up and not printed. The child ends when the parent closes its
 // end of the socket; the parent reaps it before exiting. Exit status 0 on success, 1 on error.
 
@@ -18,12 +21,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { kMessageBytes = 64, kChunkBytes = 1 << 20 };
+
+// CPU the forked child pins itself to, or -1 to leave it where the parent's affinity allows.
+static int childCpu = -1;
 
 static int64_t nowNs(void) {
   struct timespec ts;
@@ -34,6 +41,14 @@ static int64_t nowNs(void) {
 static void die(const char* what) {
   perror(what);
   exit(1);
+}
+
+// Pin the calling process to one CPU. Returns 0, or -1 with errno set.
+static int pinTo(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof set, &set);
 }
 
 // Write all of buf, retrying short writes and EINTR. Returns 0, or -1 on error.
@@ -96,6 +111,7 @@ static int startChild(pid_t* pid, void (*body)(int, size_t), size_t arg) {
   if (*pid < 0) die("fork");
   if (*pid == 0) {
     close(fds[0]);
+    if (childCpu >= 0 && pinTo(childCpu) != 0) _exit(1);
     body(fds[1], arg);
     _exit(0);
   }
@@ -178,9 +194,16 @@ static int runStream(size_t bytes, long reps) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s rtt ITERS REPS | memcpy BYTES REPS | stream BYTES REPS\n", argv[0]);
+  if (argc != 4 && argc != 6) {
+    fprintf(stderr,
+            "usage: %s rtt ITERS REPS | memcpy BYTES REPS | stream BYTES REPS"
+            " [PARENT_CPU CHILD_CPU]\n",
+            argv[0]);
     return 1;
+  }
+  if (argc == 6) {
+    childCpu = atoi(argv[5]);
+    if (pinTo(atoi(argv[4])) != 0) die("sched_setaffinity");
   }
   long long amount = atoll(argv[2]);
   long reps = atol(argv[3]);

@@ -63,10 +63,10 @@ def choose_batch(fn, target_s, max_batch=100_000):
 
 
 def sample_calls(fn, reps, target_s):
-    """Samples (seconds per call) of a fast operation: warm-up, then `reps` timed batches."""
+    """Samples (seconds per call): a warm-up call, the trial batches of choose_batch (which warm
+    up further), then `reps` timed batches. A slow operation gets batches of one call."""
     fn()
     batch = choose_batch(fn, target_s)
-    time_batch(fn, batch)
     return [time_batch(fn, batch) for _ in range(reps)]
 
 

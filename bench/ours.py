@@ -33,12 +33,13 @@ class ProcessIsolation(Implementation):
         self.mod = self.ctx.load_module('benchmod')
 
     def close(self):
-        ctx, self.ctx, self.mod = self.ctx, None, None
-        if ctx is not None:
+        self.mod = None
+        if self.ctx is not None:
             try:
-                ctx.terminate()
+                self.ctx.terminate()
             except Exception as error:
                 print(f'  process_isolation: terminate failed: {error!r}', file=sys.stderr)
+            self.ctx = None
 
     def child_pid(self):
         return self.ctx.pid
@@ -91,7 +92,10 @@ class ProcessIsolation(Implementation):
 
         def fetch():
             array = mod.make_array(n)
-            return byvalue(array) if isproxy(array) else array
+            if isproxy(array):
+                self.notes = dict(self.notes, array_to_parent='came back as a proxy: byvalue()')
+                array = byvalue(array)
+            return array
         return fetch
 
     def op_array_to_child(self, n):

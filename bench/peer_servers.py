@@ -60,10 +60,8 @@ def serve_execnet_channel(channel):
     def receive():
         try:
             return channel.receive()
-        except channel.RemoteError:
+        except channel.RemoteError:   # the parent's side of the channel went away
             raise EOFError from None
-        except EOFError:
-            raise
 
     serve_messages(receive, channel.send)
 

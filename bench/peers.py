@@ -54,18 +54,25 @@ class RPyC(Implementation):
                                          pass_fds=[fd], stdin=subprocess.DEVNULL)
         finally:
             child_sock.close()
-        self.conn = rpyc.classic.connect_stream(SocketStream(parent_sock))
+        try:
+            self.conn = rpyc.classic.connect_stream(SocketStream(parent_sock))
+        except BaseException:
+            parent_sock.close()
+            raise
         self.mod = self.conn.modules.benchmod
 
     def close(self):
-        conn, proc = self.conn, self.proc
-        self.conn = self.proc = self.mod = None
-        if conn is not None:
+        # Each resource is forgotten only once it is released, so a close interrupted by a
+        # deadline is finished by the next close().
+        self.mod = None
+        if self.conn is not None:
             try:
-                conn.close()
+                self.conn.close()   # the child's serve loop ends at end of file
             except Exception:
                 pass  # the child may be gone already
-        stop_popen(proc)
+            self.conn = None
+        stop_popen(self.proc)
+        self.proc = None
 
     def child_pid(self):
         return self.proc.pid
@@ -128,24 +135,26 @@ class Managers(Implementation):
 
     def __init__(self):
         self.manager = None
+        self.process = None
         self.obj = None
 
     def start(self, method):
         self.manager = peer_servers.BenchManager(ctx=multiprocessing.get_context(method))
         self.manager.start()
+        self.process = self.manager._process   # kept, to reap it even if shutdown() fails
         self.obj = self.manager.Bench()
 
     def close(self):
-        manager, self.manager, self.obj = self.manager, None, None
-        if manager is None:
-            return
-        process = getattr(manager, '_process', None)
-        try:
-            manager.shutdown()  # joins its server with timeouts, then terminates it
-        except Exception:
-            pass  # the server may be gone already
-        if process is not None and process.is_alive():
-            stop_mp_process(process)
+        self.obj = None
+        if self.manager is not None:
+            try:
+                self.manager.shutdown()  # joins its server with timeouts, then terminates it
+            except Exception:
+                pass  # the server may be gone already
+            self.manager = None
+        if self.process is not None:
+            stop_mp_process(self.process)
+            self.process = None
 
     def child_pid(self):
         return self.obj.getpid()
@@ -237,26 +246,23 @@ class Pyro5Peer(Implementation):
         self.proxy = Pyro5.api.Proxy(f'PYRO:bench@./u:{path}')
 
     def close(self):
-        proxy, proc, tmpdir = self.proxy, self.proc, self.tmpdir
-        self.proxy = self.proc = self.tmpdir = None
-        if proxy is not None:
+        if self.proxy is not None:
             try:
-                proxy._pyroRelease()
+                self.proxy._pyroRelease()
             except Exception:
                 pass  # the child may be gone already
-        self.stop_callback_daemon()
-        if proc is not None:
-            proc.stdin.close()
-            stop_popen(proc)
-        if tmpdir is not None:
-            tmpdir.cleanup()
-
-    def stop_callback_daemon(self):
-        daemon, thread = self.callback_daemon, self.callback_thread
-        self.callback_daemon = self.callback_thread = None
-        if daemon is not None:
-            daemon.shutdown()
-            thread.join(STOP_TIMEOUT_S)
+            self.proxy = None
+        if self.callback_daemon is not None:
+            self.callback_daemon.shutdown()
+            self.callback_thread.join(STOP_TIMEOUT_S)
+            self.callback_daemon = self.callback_thread = None
+        if self.proc is not None:
+            self.proc.stdin.close()   # the child's stdin watcher ends it
+            stop_popen(self.proc)
+            self.proc = None
+        if self.tmpdir is not None:
+            self.tmpdir.cleanup()
+            self.tmpdir = None
 
     def child_pid(self):
         return self.proc.pid
@@ -401,11 +407,11 @@ class PipePingPong(MessagePeer):
         child_conn.close()
 
     def close(self):
-        conn, proc = self.conn, self.proc
-        self.conn = self.proc = None
-        if conn is not None:
-            conn.close()
-        stop_mp_process(proc)
+        if self.conn is not None:
+            self.conn.close()   # the child's request loop ends at end of file
+            self.conn = None
+        stop_mp_process(self.proc)
+        self.proc = None
 
     def send(self, message):
         self.conn.send(message)
@@ -458,15 +464,15 @@ class Execnet(MessagePeer):
         self.channel = gateway.remote_exec(EXECNET_SOURCE.format(bench_dir=BENCH_DIR))
 
     def close(self):
-        group, channel = self.group, self.channel
-        self.group = self.channel = None
-        if channel is not None:
+        if self.channel is not None:
             try:
-                channel.close()
+                self.channel.close()
             except Exception:
                 pass  # the gateway may be gone already
-        if group is not None:
-            group.terminate(timeout=STOP_TIMEOUT_S)
+            self.channel = None
+        if self.group is not None:
+            self.group.terminate(timeout=STOP_TIMEOUT_S)   # kills what does not exit in time
+            self.group = None
 
     def send(self, message):
         self.channel.send(message)

@@ -23,6 +23,7 @@ class Row:
     samples: list = None          # seconds per operation (already extrapolated when scaled)
     status: str = ''              # '' when measured, else 'not available: ...', 'failed: ...'
     notes: list = dataclasses.field(default_factory=list)
+    transferred: bool = True      # False: the child got a proxy, not the data; no ratios
 
     @property
     def stats(self):
@@ -40,7 +41,8 @@ class MemoryRow:
     parent_after: int = 0
     child_before: int = 0
     child_after: int = 0
-    status: str = ''
+    status: str = ''              # '' when measured, else 'not available: ...', 'failed: ...'
+    note: str = ''
 
 
 def format_time(seconds):
@@ -67,22 +69,23 @@ def format_ratio(value):
 
 
 def ratio(row, other):
-    if other is None or not row.samples or not other.samples or row is other:
+    if other is None or row is other or not (row.samples and other.samples):
+        return None
+    if not (row.transferred and other.transferred):
         return None
     return row.stats['median'] / other.stats['median']
 
 
 def our_row_for(row, rows):
-    """This project's row to compare `row` with: same case, same start method when there is one
-    (a peer started as a fresh subprocess is compared with 'spawn')."""
+    """This project's row to compare `row` with: the same case; for start-up also the same start
+    method (a peer started as a fresh subprocess is compared with 'spawn'), or none."""
     ours = [r for r in rows if r.role == 'ours' and r.case == row.case and r.samples]
-    if not ours or row.role == 'ours':
+    if not ours or row.role != 'peer':
         return None
+    if row.case != 'startup':
+        return ours[0]
     wanted = 'spawn' if row.method == 'subprocess' else row.method
-    for candidate in ours:
-        if candidate.method == wanted:
-            return candidate
-    return ours[0]
+    return next((r for r in ours if r.method == wanted), None)
 
 
 def floor_row_for(case_key, rows):
@@ -114,8 +117,9 @@ def case_table(case, rows):
                      f"{format_time(s['p25'])} – {format_time(s['p75'])}",
                      format_time(s['min']), str(s['n'])]
             if rate:
-                cells.append(format_rate(case.nbytes, s['median']))
-            cells += [format_ratio(ratio(row, floor)), format_ratio(ratio(row, our_row_for(row, rows)))]
+                cells.append(format_rate(case.nbytes, s['median']) if row.transferred else '')
+            cells += [format_ratio(ratio(row, floor)),
+                      format_ratio(ratio(row, our_row_for(row, rows)))]
         else:
             cells = [label, row.status, '', '', ''] + ([''] if rate else []) + ['', '']
         cells.append('; '.join(row.notes))
@@ -125,19 +129,19 @@ def case_table(case, rows):
 
 def memory_table(memory_rows):
     lines = ['| implementation | calls | time per call | parent RSS before → after (MiB) | '
-             'parent growth | child RSS before → after (MiB) | child growth |',
-             '|---|---|---|---|---|---|---|']
+             'parent growth | child RSS before → after (MiB) | child growth | notes |',
+             '|---|---|---|---|---|---|---|---|']
     for m in sorted(memory_rows, key=lambda m: ROLE_ORDER[m.role]):
         label = f'**{m.label}**' if m.role == 'ours' else m.label
         if m.status:
-            lines.append(f'| {label} | {m.status} | | | | | |')
+            lines.append(f'| {label} | {m.status} | | | | | | |')
             continue
         lines.append(
             f'| {label} | {m.calls:,} | {format_time(m.seconds / m.calls)} | '
             f'{format_mib(m.parent_before)} → {format_mib(m.parent_after)} | '
             f'{format_mib(m.parent_after - m.parent_before)} MiB | '
             f'{format_mib(m.child_before)} → {format_mib(m.child_after)} | '
-            f'{format_mib(m.child_after - m.child_before)} MiB |')
+            f'{format_mib(m.child_after - m.child_before)} MiB | {m.note} |')
     return lines
 
 
@@ -159,9 +163,15 @@ def write_markdown(path, info, settings, rows, memory_rows, problems):
             'this run (a 64-byte round trip over an AF_UNIX socketpair between two C processes, '
             'times the round trips the case needs; memcpy of the payload for bulk cases; a bare '
             'fork + exit + wait for start-up and crash cycles).',
-            '- **÷ ours**: this median divided by process_isolation\'s median in the same case '
-            '(and start method; peers started as a fresh subprocess are compared with our '
-            "'spawn'). Above 1 means the peer is slower than this project.",
+            "- **÷ ours** (peers only): this median divided by process_isolation's median in the "
+            'same case (for start-up, the same start method; peers started as a fresh subprocess '
+            "are compared with our 'spawn'). Above 1 means the peer is slower than this project. "
+            'No ratio is given for a row whose child was handed a proxy instead of the data.',
+            '- A round trip costs much less when the scheduler puts both processes on one CPU '
+            'than when it wakes the other process on another CPU (the two pinned reference rows '
+            'show both extremes; on a VM the gap can be ten times). Unpinned runs, the floor and '
+            'every implementation, land anywhere in between, so fast-call medians vary between '
+            'runs by up to that much.',
             '- *Italic* rows are the floor and other references; **bold** rows are this project.',
             '- "scaled from N" in notes: that implementation was too slow for the full size '
             'within the time budget, so it was measured at N units and its time multiplied by '
@@ -188,6 +198,7 @@ def plot(path, rows, memory_rows, title):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     panels = len(CASES) + 1
     columns = 4
@@ -215,10 +226,16 @@ def plot(path, rows, memory_rows, title):
         ax.set_yticks(list(positions), labels, fontsize=7)
         if any(medians):
             ax.set_xscale('log')
+            ax.xaxis.set_minor_formatter(NullFormatter())
         for position, r in zip(positions, case_rows):
-            if not r.samples:
-                ax.text(0.02, position, (r.status or 'n/a')[:60], transform=ax.get_yaxis_transform(),
-                        va='center', fontsize=6, color='gray')
+            if r.samples:
+                ax.text(r.stats['median'], position, ' ' + format_time(r.stats['median']),
+                        va='center', fontsize=6)
+            else:
+                ax.text(0.02, position, (r.status or 'n/a')[:60],
+                        transform=ax.get_yaxis_transform(), va='center', fontsize=6,
+                        color='gray')
+        ax.margins(x=0.15)
         ax.set_title(case.title, fontsize=9)
         ax.set_xlabel('seconds (log)', fontsize=7)
         ax.tick_params(axis='x', labelsize=7)
@@ -226,10 +243,10 @@ def plot(path, rows, memory_rows, title):
     ax = axes[len(CASES)]
     measured = [m for m in memory_rows if not m.status]
     positions = range(len(measured))
-    ax.barh([p - 0.2 for p in positions], [(m.parent_after - m.parent_before) / (1 << 20)
-                                            for m in measured], height=0.4, label='parent')
-    ax.barh([p + 0.2 for p in positions], [(m.child_after - m.child_before) / (1 << 20)
-                                            for m in measured], height=0.4, label='child')
+    parent_growth = [(m.parent_after - m.parent_before) / (1 << 20) for m in measured]
+    child_growth = [(m.child_after - m.child_before) / (1 << 20) for m in measured]
+    ax.barh([p - 0.2 for p in positions], parent_growth, height=0.4, label='parent')
+    ax.barh([p + 0.2 for p in positions], child_growth, height=0.4, label='child')
     ax.set_yticks(list(positions), [m.label for m in measured], fontsize=7)
     ax.set_title('RSS growth over the memory run (MiB)', fontsize=9)
     ax.legend(fontsize=7)

@@ -45,14 +45,18 @@ FULL = dict(
     crash_reps=7,          # crash + restart cycles
     fork_reps=50,          # bare fork references
     memory_calls=1_000_000,
+    memory_budget_s=60,    # the memory case stops early after this long (and says so)
     rtt_iters=20_000,      # floor round trips per sample
     case_timeout_s=300,    # deadline for one case of one implementation
 )
 QUICK = dict(
     call_reps=5, batch_target_s=0.01, scaled_reps=3, budget_s=0.25, startup_reps=3,
-    crash_reps=3, fork_reps=10, memory_calls=2_000, rtt_iters=2_000, case_timeout_s=120,
+    crash_reps=3, fork_reps=10, memory_calls=2_000, memory_budget_s=10, rtt_iters=2_000,
+    case_timeout_s=120,
 )
 MEMORY_WARMUP_CALLS = 1_000
+MEMORY_CHUNK = 1_000
+MULTIPROCESSING_HELPERS = ('multiprocessing.forkserver', 'multiprocessing.resource_tracker')
 
 
 def describe(error):
@@ -66,30 +70,39 @@ def log(message):
 
 # --- checks of the first result --------------------------------------------------------------
 
-def check_result(case, result, size):
-    """Check one result of a case's operation; return a note for the row ('' if none).
+class WrongResult(Exception):
+    """An operation returned something other than what benchmod computes."""
 
-    Raises AssertionError when the result is wrong (the row then reports a failure)."""
+
+def expect(condition, result):
+    if not condition:
+        raise WrongResult(f'unexpected result {str(result)[:80]}')
+
+
+def check_result(case, result, size):
+    """Check one result of a case's operation. Returns '' or, when the child was handed a
+    stand-in (a proxy) instead of the data, a note saying that no transfer was measured.
+
+    Raises WrongResult when the result is wrong (the row then reports a failure)."""
     kind = case.check
     if kind == 'two':
-        assert result == 2, result
+        expect(result == 2, result)
     elif kind == 'mixed':
-        assert tuple(result) == (1, 3, False), result
+        expect(tuple(result) == (1, 3, False), result)
     elif kind == 'callback':
-        assert result == implementation.parent_fn(implementation.CALLBACK_ARG), result
+        expect(result == implementation.parent_fn(implementation.CALLBACK_ARG), result)
     elif kind == 'count':
-        assert result == size, result
+        expect(result == size, result)
     elif kind == 'bytes':
-        assert isinstance(result, bytes) and len(result) == size, type(result)
+        expect(isinstance(result, bytes) and len(result) == size, type(result))
     elif kind == 'array':
         import numpy
-        assert isinstance(result, numpy.ndarray) and result.size == size, type(result)
+        expect(isinstance(result, numpy.ndarray) and result.size == size, type(result))
     elif kind.startswith('taken:'):
         length, type_name = result
-        assert length == size, result
-        expected = kind.split(':', 1)[1]
-        if type_name != expected:
-            return f'the child received a {type_name}, not the data: no transfer measured'
+        expect(length == size, result)
+        if type_name != kind.split(':', 1)[1]:
+            return f'the child received {type_name}, not the data: no transfer measured'
     return ''
 
 
@@ -97,26 +110,42 @@ def check_result(case, result, size):
 
 def measure_floor(cfg, rows, problems):
     """Floor and reference rows for every case, measured now."""
+    measured = []
     try:
         with floor.FloorProgram() as program:
-            rtt = program.round_trip(cfg['rtt_iters'], cfg['call_reps'])
-            rtt_one_cpu = program.round_trip(cfg['rtt_iters'], cfg['call_reps'], cpu=0)
-            log(f'floor: 64-byte round trip {report.format_time(statistics.median(rtt))}, '
-                f'both on one CPU {report.format_time(statistics.median(rtt_one_cpu))}')
+            iters, reps = cfg['rtt_iters'], cfg['call_reps']
+            rtt = program.round_trip(iters, reps)
+            # The scheduler may or may not put the two processes on one CPU; these two
+            # references show both extremes.
+            cpus = sorted(os.sched_getaffinity(0))
+            pinned = {'both processes pinned to one CPU':
+                      program.round_trip(iters, reps, (cpus[0], cpus[0]))}
+            if len(cpus) >= 2:
+                pinned['processes pinned to two different CPUs'] = program.round_trip(
+                    iters, reps, (cpus[0], cpus[1]))
+            log(f'floor: 64-byte round trip {report.format_time(statistics.median(rtt))}; ' +
+                '; '.join(f'{what}: {report.format_time(statistics.median(samples))}'
+                          for what, samples in pinned.items()))
+            bulk = {}   # payload bytes -> (memcpy samples, stream samples)
             for case in CASES:
                 if case.round_trips:
                     n = case.round_trips
                     what = '64-byte socketpair round trip (C)' + (f' × {n}' if n > 1 else '')
-                    rows.append(Row(case.key, 'floor: ' + what, 'floor',
-                                    samples=[s * n for s in rtt]))
-                    rows.append(Row(case.key, 'the same, both processes pinned to one CPU',
-                                    'reference', samples=[s * n for s in rtt_one_cpu]))
+                    measured.append(Row(case.key, 'floor: ' + what, 'floor',
+                                        samples=[s * n for s in rtt]))
+                    for what, samples in pinned.items():
+                        measured.append(Row(case.key, f'the same, {what}', 'reference',
+                                            samples=[s * n for s in samples]))
                 elif case.nbytes:
-                    reps = cfg['scaled_reps']
-                    rows.append(Row(case.key, 'floor: memcpy (C)', 'floor',
-                                    samples=program.memcpy(case.nbytes, reps)))
-                    rows.append(Row(case.key, 'socketpair stream, one way (C)', 'reference',
-                                    samples=program.stream(case.nbytes, reps)))
+                    if case.nbytes not in bulk:
+                        reps = cfg['scaled_reps']
+                        bulk[case.nbytes] = (program.memcpy(case.nbytes, reps),
+                                             program.stream(case.nbytes, reps))
+                    copy, stream = bulk[case.nbytes]
+                    measured.append(Row(case.key, 'floor: memcpy (C)', 'floor', samples=copy))
+                    measured.append(Row(case.key, 'socketpair stream, one way (C)', 'reference',
+                                        samples=stream))
+        rows.extend(measured)
     except (RuntimeError, OSError, subprocess.SubprocessError) as error:
         problems.append(f'floor program: {describe(error)}')
         for case in CASES:
@@ -127,17 +156,16 @@ def measure_floor(cfg, rows, problems):
     samples = measure.sample_each(floor.fork_exit_wait, cfg['fork_reps'], warmup=2)
     log(f'reference: bare fork + exit + wait {report.format_time(statistics.median(samples))}')
     for key in ('startup', 'crash_restart'):
-        rows.append(Row(key, 'reference: bare os.fork + os._exit + os.waitpid (Python)',
+        rows.append(Row(key, 'reference: bare os.fork + _exit + waitpid',
                         'floor', samples=list(samples)))
 
 
 # --- one implementation ----------------------------------------------------------------------
 
-def run_call_case(impl, case, cfg):
+def run_call_case(impl, case, cfg, row):
     op = getattr(impl, 'op_' + case.op)()
-    note = check_result(case, op(), case.size)
-    samples = measure.sample_calls(op, cfg['call_reps'], cfg['batch_target_s'])
-    return samples, [note] if note else []
+    check_result(case, op(), case.size)
+    row.samples = measure.sample_calls(op, cfg['call_reps'], cfg['batch_target_s'])
 
 
 def choose_size(make_op, case, cfg):
@@ -156,19 +184,21 @@ def choose_size(make_op, case, cfg):
     return size
 
 
-def run_scaled_case(impl, case, cfg):
+def run_scaled_case(impl, case, cfg, row):
     make_op = getattr(impl, 'op_' + case.op)
     size = choose_size(make_op, case, cfg)
     op = make_op(size)
     note = check_result(case, op(), size)
+    if note:
+        row.notes.append(note)
+        row.transferred = False
     samples = measure.sample_calls(op, cfg['scaled_reps'], cfg['batch_target_s'])
-    notes = [note] if note else []
     if size != case.size:
         factor = case.size / size
         samples = [s * factor for s in samples]
-        notes.append(f'scaled from {size:,} to {case.size:,} (× {factor:.3g}): over the '
-                     f"{cfg['budget_s']:g} s budget")
-    return samples, notes
+        row.notes.append(f'scaled from {size:,} to {case.size:,} (× {factor:.3g}): over the '
+                         f"{cfg['budget_s']:g} s budget")
+    row.samples = samples
 
 
 def run_steady_cases(impl, cfg, rows, problems):
@@ -180,14 +210,13 @@ def run_steady_cases(impl, cfg, rows, problems):
             continue
         row = Row(case.key, impl.name, impl.role)
         rows.append(row)
-        notes = []
         try:
             with deadline(cfg['case_timeout_s'], f'{impl.name} {case.key}'):
                 if not started:
                     impl.start(method)
                     started = True
                 run = run_call_case if case.kind == 'call' else run_scaled_case
-                row.samples, notes = run(impl, case, cfg)
+                run(impl, case, cfg, row)
         except NotApplicable as reason:
             row.status = f'n/a: {reason}'
         except (Exception, DeadlineExceeded) as error:
@@ -196,7 +225,10 @@ def run_steady_cases(impl, cfg, rows, problems):
             traceback.print_exc()
             impl.close()   # the child may be wedged: the next case starts a new one
             started = False
-        row.notes = notes + [impl.notes[key] for key in {case.key, case.op} if key in impl.notes]
+        if not row.samples:
+            row.notes = []
+        row.notes += [impl.notes[key] for key in dict.fromkeys((case.key, case.op))
+                      if key in impl.notes]
         log(f'  {case.key:22} {summary(row)}')
     impl.close()
 
@@ -217,7 +249,7 @@ def run_startup(impl, cfg, rows, problems):
                         elapsed = time.perf_counter() - start
                     finally:
                         impl.close()
-                    assert result == 2, result
+                    expect(result == 2, result)
                     if rep:
                         samples.append(elapsed)
             row.samples = samples
@@ -248,7 +280,7 @@ def run_crash_cycle(impl, cfg, rows, problems):
                 impl.restart(method)
                 result = impl.op_first_result()
                 elapsed = time.perf_counter() - start
-                assert result == 2, result
+                expect(result == 2, result)
                 if rep:
                     samples.append(elapsed)
         row.samples = samples
@@ -264,12 +296,16 @@ def run_crash_cycle(impl, cfg, rows, problems):
 
 
 def run_memory(impl, cfg, memory_rows, problems):
-    """RSS of parent and child before and after many calls of mod.f(i) on one child."""
-    calls = cfg['memory_calls']
-    row = MemoryRow(impl.name, impl.role, calls=calls)
+    """RSS of parent and child before and after many calls of mod.f(i) on one child.
+
+    Stops early, at a multiple of MEMORY_CHUNK calls, once `memory_budget_s` has passed; the
+    row then says how many calls were made.
+    """
+    row = MemoryRow(impl.name, impl.role)
     memory_rows.append(row)
+    wanted = cfg['memory_calls']
     try:
-        with deadline(calls * 2e-3 + 120, f'{impl.name} memory'):
+        with deadline(cfg['memory_budget_s'] + 120, f'{impl.name} memory'):
             impl.start(impl.start_methods[0])
             op = impl.op_attr_call()
             for i in range(MEMORY_WARMUP_CALLS):
@@ -279,13 +315,21 @@ def run_memory(impl, cfg, memory_rows, problems):
             row.parent_before = measure.rss_bytes(os.getpid())
             row.child_before = measure.rss_bytes(child)
             start = time.perf_counter()
-            for i in range(calls):
-                op(i)
+            while row.calls < wanted:
+                for i in range(row.calls, min(wanted, row.calls + MEMORY_CHUNK)):
+                    op(i)
+                row.calls = min(wanted, row.calls + MEMORY_CHUNK)
+                if time.perf_counter() - start > cfg['memory_budget_s']:
+                    break
             row.seconds = time.perf_counter() - start
             measure.settle()
             row.parent_after = measure.rss_bytes(os.getpid())
             row.child_after = measure.rss_bytes(child)
-        log(f"  {'memory':22} " f'{calls:,} calls, {report.format_time(row.seconds / calls)}/call, '
+        if row.calls < wanted:
+            row.note = (f"stopped at the {cfg['memory_budget_s']:g} s budget "
+                        f'({row.calls:,} of {wanted:,} calls)')
+        log(f"  {'memory':22} {row.calls:,} calls, "
+            f'{report.format_time(row.seconds / row.calls)}/call, '
             f'parent +{report.format_mib(row.parent_after - row.parent_before)} MiB, '
             f'child +{report.format_mib(row.child_after - row.child_before)} MiB')
     except (Exception, DeadlineExceeded) as error:
@@ -318,6 +362,27 @@ def run_implementation(impl, cfg, rows, memory_rows, problems):
     if threading.active_count() > 1:
         names = ', '.join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         problems.append(f'{impl.name} left threads running in the parent: {names}')
+
+
+def leftover_children():
+    """Descriptions of this process's children still present (running or unreaped), except
+    multiprocessing's own helpers (fork server, resource tracker), which end with this process."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                command = f.read().replace(b'\0', b' ').decode(errors='replace').strip()
+        except OSError:
+            continue   # it ended while we looked
+        state, ppid = fields[0], int(fields[1])
+        helper = any(name in command for name in MULTIPROCESSING_HELPERS)
+        if ppid == os.getpid() and not helper:
+            found.append(f'pid {entry} (state {state}): {command[:120]}')
+    return found
 
 
 def summary(row):
@@ -377,7 +442,11 @@ def parse_args(argv):
     parser.add_argument('--quick', action='store_true', help='short smoke run (fewer reps, '
                         'smaller budgets, 2,000 calls in the memory case)')
     parser.add_argument('--memory-calls', type=int, metavar='N',
-                        help='calls in the memory case (default 1,000,000; 2,000 with --quick)')
+                        help='calls in the memory case (default 1,000,000; 2,000 with --quick); '
+                        'an implementation stops early at the memory budget')
+    parser.add_argument('--memory-budget', type=float, metavar='SECONDS',
+                        help='time limit of the memory case per implementation '
+                        '(default 60; 10 with --quick)')
     parser.add_argument('--only', metavar='NAMES', help='comma-separated implementation names '
                         'to run (default: all); the floor always runs')
     parser.add_argument('--output-dir', default=BENCH_DIR,
@@ -390,6 +459,8 @@ def main(argv):
     cfg = dict(QUICK if args.quick else FULL)
     if args.memory_calls is not None:
         cfg['memory_calls'] = max(1, args.memory_calls)
+    if args.memory_budget is not None:
+        cfg['memory_budget_s'] = max(0.0, args.memory_budget)
     chosen = (ours.ProcessIsolation,) + peers.ALL
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(',')}
@@ -403,6 +474,9 @@ def main(argv):
     for cls in chosen:
         run_implementation(cls(), cfg, rows, memory_rows, problems)
 
+    for child in leftover_children():
+        problems.append(f'a child process was still there at the end: {child}')
+    info['load'] += '; at end: ' + ' '.join(f'{x:.2f}' for x in os.getloadavg())
     cfg['mode'] = 'quick' if args.quick else 'full'
     cfg['wall time'] = f'{time.perf_counter() - started:.0f} s'
     os.makedirs(args.output_dir, exist_ok=True)

@@ -57,9 +57,10 @@ OutputFds openOutput(const OutputSpec& spec) {
 
 }  // namespace
 
-std::unique_ptr<Connection> Connection::start(py::object bootstrap, double startTimeout,
-                                              const OutputSpec& stdoutSpec,
-                                              const OutputSpec& stderrSpec) {
+std::unique_ptr<Connection> Connection::launch(
+    const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd)>&
+        makeChild,
+    double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec) {
   int sockets[2];
   KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets));
   UniqueFd parentSocket(sockets[0]);
@@ -68,18 +69,11 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
   KJ_SYSCALL(::pipe2(pipes, O_CLOEXEC));
   UniqueFd crashRead(pipes[0]);
   UniqueFd crashWrite(pipes[1]);
-
   OutputFds out = openOutput(stdoutSpec);
   OutputFds err = openOutput(stderrSpec);
 
-  ChildSetup setup;
-  setup.socketFd = childSocket.get();
-  setup.crashFd = crashWrite.get();
-  setup.parentPid = ::getpid();
-  setup.stdoutFd = out.childEnd.get();
-  setup.stderrFd = err.childEnd.get();
-  ChildServer server(std::move(bootstrap));
-  ChildProcess child = ChildProcess::fork([&] { runChild(setup, server); });
+  ChildProcess child =
+      makeChild(childSocket.get(), crashWrite.get(), out.childEnd.get(), err.childEnd.get());
   childSocket.reset();
   crashWrite.reset();
   out.childEnd.reset();
@@ -96,6 +90,37 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
     throw;
   }
   return connection;
+}
+
+std::unique_ptr<Connection> Connection::start(py::object bootstrap, double startTimeout,
+                                              const OutputSpec& stdoutSpec,
+                                              const OutputSpec& stderrSpec) {
+  ChildServer server(std::move(bootstrap));
+  return launch(
+      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd) {
+        ChildSetup setup;
+        setup.socketFd = socketFd;
+        setup.crashFd = crashFd;
+        setup.parentPid = ::getpid();
+        setup.stdoutFd = stdoutFd;
+        setup.stderrFd = stderrFd;
+        return ChildProcess::fork([&] { runChild(setup, server); });
+      },
+      startTimeout, stdoutSpec, stderrSpec);
+}
+
+std::unique_ptr<Connection> Connection::spawn(const std::vector<std::string>& argv,
+                                              double startTimeout, const OutputSpec& stdoutSpec,
+                                              const OutputSpec& stderrSpec) {
+  return launch(
+      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd) {
+        std::vector<std::pair<int, int>> fds{{socketFd, kSpawnSocketFd}, {crashFd, kSpawnCrashFd}};
+        if (stdoutFd >= 0) fds.emplace_back(stdoutFd, 1);
+        if (stderrFd >= 0) fds.emplace_back(stderrFd, 2);
+        py::gil_scoped_release nogil;
+        return ChildProcess::spawn(argv, fds);
+      },
+      startTimeout, stdoutSpec, stderrSpec);
 }
 
 Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,

@@ -16,6 +16,10 @@ namespace pi {
 
 namespace py = pybind11;
 
+// The fd numbers a spawned child finds its socket and crash pipe at (runChild moves them on).
+constexpr int kSpawnSocketFd = 100;
+constexpr int kSpawnCrashFd = 101;
+
 // Where a child's stdout or stderr goes.
 struct OutputSpec {
   enum class Mode { kInherit, kCapture, kFile };
@@ -34,6 +38,13 @@ class Connection : public EndpointObserver {
   // stalls on the way.
   static std::unique_ptr<Connection> start(py::object bootstrap, double startTimeout,
                                            const OutputSpec& stdoutSpec = {},
+                                           const OutputSpec& stderrSpec = {});
+
+  // Like start(), but the child is a fresh program: `argv` is run with posix_spawn and gets
+  // its socket as fd kSpawnSocketFd, its crash pipe as kSpawnCrashFd, and its stdout/stderr
+  // as the specs say. The program must call runChild (process_isolation._spawn does).
+  static std::unique_ptr<Connection> spawn(const std::vector<std::string>& argv,
+                                           double startTimeout, const OutputSpec& stdoutSpec = {},
                                            const OutputSpec& stderrSpec = {});
   ~Connection() override;
 
@@ -59,6 +70,10 @@ class Connection : public EndpointObserver {
  private:
   Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket, UniqueFd stdoutPipe,
              UniqueFd stderrPipe);
+  static std::unique_ptr<Connection> launch(
+      const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd)>&
+          makeChild,
+      double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec);
   std::string drainCrashPipe(Deadline deadline);
   void drainOutput();
   Termination finish(Termination termination, Deadline crashReportDeadline);

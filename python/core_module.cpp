@@ -1,5 +1,7 @@
 // PYBIND11_MODULE(_core): the bindings, and the one translator from C++ failures to Python.
+#include "proxy/child_server.h"
 #include "proxy/connection.h"
+#include "runtime/child_main.h"
 #include "proxy/endpoint.h"
 #include "proxy/proxy_object.h"
 #include "runtime/termination.h"
@@ -143,6 +145,18 @@ PYBIND11_MODULE(_core, m) {
           py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
           py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
           "Forks a child that runs bootstrap() and then serves; waits for it.")
+      .def_static(
+          "spawn",
+          [](std::vector<std::string> argv, double startTimeout, const std::string& stdoutMode,
+             const std::string& stdoutPath, const std::string& stderrMode,
+             const std::string& stderrPath) {
+            return pi::Connection::spawn(argv, startTimeout, outputSpec(stdoutMode, stdoutPath),
+                                         outputSpec(stderrMode, stderrPath));
+          },
+          py::arg("argv"), py::arg("start_timeout") = 60.0, py::arg("stdout_mode") = "inherit",
+          py::arg("stdout_path") = "", py::arg("stderr_mode") = "inherit",
+          py::arg("stderr_path") = "",
+          "Starts argv (a fresh interpreter running process_isolation._spawn) as the child.")
       .def("output_tail", &pi::Connection::outputTail, py::arg("stream"), py::arg("lines") = 50)
       .def_property_readonly("pid", &pi::Connection::pid)
       .def_property_readonly("alive", &pi::Connection::alive)
@@ -182,6 +196,19 @@ PYBIND11_MODULE(_core, m) {
         return pi::isProxy(proxy) && pi::proxyEndpoint(proxy) == c.endpoint().get();
       });
 
+  m.def(
+      "serve_spawned",
+      [](int parentPid, py::object bootstrap) {
+        // In a spawned child: the fds are where Connection::spawn put them.
+        pi::ChildSetup setup;
+        setup.socketFd = pi::kSpawnSocketFd;
+        setup.crashFd = pi::kSpawnCrashFd;
+        setup.parentPid = parentPid;
+        pi::ChildServer server(std::move(bootstrap));
+        pi::runChild(setup, server);
+      },
+      "Runs the child's side in a spawned interpreter; never returns.");
+  m.attr("SPAWN_SOCKET_FD") = pi::kSpawnSocketFd;
   m.def("isproxy", [](py::handle object) { return pi::isProxy(object); },
         "True when the object is a proxy for an object in an isolated child.");
   m.def("pickled_copy",

@@ -5,12 +5,15 @@
 #include <kj/debug.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+
+extern char** environ;
 
 namespace pi {
 
@@ -46,6 +49,36 @@ ChildProcess ChildProcess::fork(const std::function<void()>& childMain) {
   if (pid < 0) {
     KJ_FAIL_SYSCALL("fork", error);
   }
+  return ChildProcess(pid, UniqueFd(openPidfd(pid)));
+}
+
+ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
+                                 const std::vector<std::pair<int, int>>& fds) {
+  KJ_REQUIRE(!argv.empty(), "spawn needs a program");
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  KJ_ASSERT(posix_spawn_file_actions_init(&actions) == 0);
+  KJ_ASSERT(posix_spawnattr_init(&attributes) == 0);
+  KJ_DEFER(posix_spawn_file_actions_destroy(&actions); posix_spawnattr_destroy(&attributes));
+  for (auto [from, to] : fds) {
+    for (auto [otherFrom, otherTo] : fds) {
+      (void)otherTo;
+      KJ_REQUIRE(to != otherFrom, "spawn fd targets must differ from every source", to);
+    }
+    KJ_ASSERT(posix_spawn_file_actions_adddup2(&actions, from, to) == 0);
+  }
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setsigdefault(&attributes, &all);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  int error = posix_spawn(&pid, argv[0].c_str(), &actions, &attributes, args.data(), environ);
+  if (error != 0) KJ_FAIL_SYSCALL("posix_spawn", error, argv[0]);
   return ChildProcess(pid, UniqueFd(openPidfd(pid)));
 }
 

@@ -9,6 +9,9 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace pi {
 
@@ -23,6 +26,14 @@ class ChildProcess {
   // initialized the fork is bracketed with PyOS_BeforeFork / PyOS_AfterFork_Parent /
   // PyOS_AfterFork_Child, and the caller must hold the GIL.
   static ChildProcess fork(const std::function<void()>& childMain);
+
+  // Starts `argv[0]` (a path) with `argv`, this process's environment, every signal at its
+  // default disposition and none blocked. `fds` maps fds of this process to the numbers the new
+  // program gets them as (the targets must differ from every source); all other fds are closed
+  // on exec as usual (ours are O_CLOEXEC). Uses posix_spawn, so it is safe in a threaded parent.
+  // Throws (kj FAILED) when the program cannot be started.
+  static ChildProcess spawn(const std::vector<std::string>& argv,
+                            const std::vector<std::pair<int, int>>& fds);
 
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;

@@ -11,7 +11,7 @@ import warnings
 import weakref
 from contextlib import contextmanager
 
-from . import _byvalue, _child, _core
+from . import _byvalue, _child, _core, _spawn
 from .errors import ClientStateError, ProcessTerminationError
 from .limits import Limits
 from .session import _environment, _path_entries
@@ -27,7 +27,7 @@ __all__ = [
     "Limits",
 ]
 
-_START_METHODS = ("fork",)
+_START_METHODS = ("fork", "spawn")
 _live_contexts: "weakref.WeakSet[IsolationContext]" = weakref.WeakSet()
 _default_lock = threading.Lock()
 _default = None
@@ -42,7 +42,11 @@ class IsolationContext:
     """One isolated child process, and the modules imported into it.
 
     Keyword arguments (all optional):
-        start_method: how the child is made. ``'fork'`` (default) forks this interpreter.
+        start_method: how the child is made. ``'fork'`` (default) forks this interpreter;
+            ``'spawn'`` starts a fresh interpreter (slower to start, inherits no state, safe
+            from a threaded parent).
+        python: with ``start_method='spawn'``, the interpreter to run, or a virtual environment
+            directory (its ``bin/python``); it must be the same Python version as this one.
         env: environment variables for the child (str to str). They win over inherited ones.
         inherit_env: when False, the child's environment is ``env`` alone.
         paths: directories prepended to the child's ``sys.path``.
@@ -70,7 +74,7 @@ class IsolationContext:
     def __init__(self, *, start_method="fork", env=None, inherit_env=True, paths=None,
                  inherit_paths=True, cwd=None, timeout=None, limits=None, restart=False,
                  stdout="inherit", stderr="inherit", trusted=False, start_timeout=60.0,
-                 **unsupported):
+                 python=None, **unsupported):
         if unsupported:
             names = ", ".join(sorted(unsupported))
             raise TypeError(f"IsolationContext() got options this version does not support: "
@@ -83,6 +87,9 @@ class IsolationContext:
             raise TypeError(f"limits must be a Limits instance, not {type(limits).__name__}")
         if restart not in (False, None, "auto"):
             raise ValueError(f"restart must be False or 'auto', not {restart!r}")
+        if python is not None and start_method != "spawn":
+            raise ValueError("python= needs start_method='spawn'")
+        self.python = _spawn.resolve_python(python) if start_method == "spawn" else None
         self.start_method = start_method
         self.env = _environment(env)
         self.inherit_env = bool(inherit_env)
@@ -131,12 +138,27 @@ class IsolationContext:
             warnings.warn(
                 "forking an isolated child from a process with several threads: locks held by "
                 "other threads stay locked in the child", RuntimeWarning, stacklevel=3)
-        bootstrap = functools.partial(_child.bootstrap, self.env, self.inherit_env, self.paths,
-                                      self.inherit_paths, self.cwd, self.limits)
-        connection = _core.Connection.start(
-            bootstrap, self.start_timeout,
-            stdout_mode=self.stdout[0], stdout_path=self.stdout[1],
-            stderr_mode=self.stderr[0], stderr_path=self.stderr[1])
+        outputs = dict(stdout_mode=self.stdout[0], stdout_path=self.stdout[1],
+                       stderr_mode=self.stderr[0], stderr_path=self.stderr[1])
+        if self.start_method == "spawn":
+            options = dict(env=self.env, inherit_env=self.inherit_env, paths=self.paths,
+                           inherit_paths=self.inherit_paths, cwd=self.cwd,
+                           limits=vars(self.limits) if self.limits else None,
+                           parent_pid=os.getpid())
+            try:
+                connection = _core.Connection.spawn(
+                    _spawn.command(self.python, options), self.start_timeout, **outputs)
+            except ProcessTerminationError as error:
+                if error.exit_code == _spawn.CANNOT_LOAD:
+                    raise RuntimeError(
+                        f"{self.python} cannot load process_isolation (its C extension is built "
+                        f"for {sys.implementation.cache_tag}); use an interpreter of the same "
+                        "Python version, or install process_isolation in it") from error
+                raise
+        else:
+            bootstrap = functools.partial(_child.bootstrap, self.env, self.inherit_env,
+                                          self.paths, self.inherit_paths, self.cwd, self.limits)
+            connection = _core.Connection.start(bootstrap, self.start_timeout, **outputs)
         if self.timeout is not None:
             connection.default_timeout = float(self.timeout)
         if self.restart_policy == "auto":

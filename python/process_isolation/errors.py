@@ -21,7 +21,8 @@ __all__ = [
 
 # The frame in which the parent forked the child. Frames from it down are the parent's stack at
 # fork time, which the child inherited; they say nothing about the child's own work.
-_FORK_FRAME = re.compile(r'process_isolation[/\\]context\.py", line \d+ in _start$')
+_FORK_FRAME = re.compile(
+    r'process_isolation[/\\](context\.py", line \d+ in _start|_spawn\.py", line \d+ in main)$')
 
 
 def _trim_fork_frames(traceback):
@@ -33,7 +34,7 @@ def _trim_fork_frames(traceback):
     for line in traceback.splitlines():
         if _FORK_FRAME.search(line):
             skipping = True
-            out.append("  (the parent's frames at fork time omitted)")
+            out.append("  (process_isolation's start-up frames omitted)")
             continue
         if skipping and line.startswith("  File "):
             continue

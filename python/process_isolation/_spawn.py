@@ -1,0 +1,77 @@
+"""The entry point of a spawned child: a fresh interpreter that serves one isolated context.
+
+``IsolationContext(start_method='spawn')`` runs ``<python> -c <_LAUNCHER> <package dir>
+<options>``. The launcher loads this package from its directory (so the child's interpreter
+need not have it installed: ``python=`` may name another virtual environment of the same Python
+version), then :func:`main` hands the inherited socket to the C++ child runtime, which serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# Run by `python -c`: loads process_isolation from the directory given as argv[1].
+LAUNCHER = """\
+import sys
+if sys.path and sys.path[0] == '':
+    del sys.path[0]
+import importlib.util
+package = sys.argv[1]
+spec = importlib.util.spec_from_file_location(
+    'process_isolation', package + '/__init__.py', submodule_search_locations=[package])
+module = importlib.util.module_from_spec(spec)
+sys.modules['process_isolation'] = module
+try:
+    spec.loader.exec_module(module)
+except ImportError as error:
+    sys.stderr.write('process_isolation: this interpreter (%s) cannot load the package from %s: '
+                     '%s\\n' % (sys.executable, package, error))
+    sys.stderr.flush()
+    raise SystemExit(73)
+from process_isolation._spawn import main
+main(sys.argv[2])
+"""
+
+# The exit status of a spawned child whose interpreter cannot load the package.
+CANNOT_LOAD = 73
+
+
+def command(python, options):
+    """The argv that starts a spawned child with ``python`` and the given options (a dict of
+    JSON-able values)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    return [python, "-c", LAUNCHER, package, json.dumps(options)]
+
+
+def resolve_python(python):
+    """The interpreter to run: ``python`` itself, or ``<python>/bin/python`` when it names a
+    virtual environment; this interpreter when None."""
+    if python is None:
+        return sys.executable
+    python = os.fspath(python)
+    if os.path.isdir(python):
+        candidate = os.path.join(python, "bin", "python")
+        if not os.path.exists(candidate):
+            raise ValueError(f"{python} is a directory without bin/python: not an interpreter "
+                             "or a virtual environment")
+        return candidate
+    if not os.path.exists(python):
+        raise ValueError(f"python={python!r} does not exist")
+    return python
+
+
+def main(options_json):
+    """Serves the parent; never returns."""
+    import functools
+
+    from . import _child, _core
+    from .limits import Limits
+
+    options = json.loads(options_json)
+    limits = Limits(**options["limits"]) if options["limits"] is not None else None
+    bootstrap = functools.partial(
+        _child.bootstrap, options["env"], options["inherit_env"], options["paths"],
+        options["inherit_paths"], options["cwd"], limits)
+    _core.serve_spawned(options["parent_pid"], bootstrap)
