@@ -18,11 +18,14 @@ constexpr uint32_t kMaxSegments = 512;
 constexpr uint64_t kTraversalLimitWords = 4 * (kMaxMessageBytes / 8);
 
 // capnp ReaderOptions: how deep the struct/list nesting of one message may go. One level of
-// Python nesting (a list inside a list) costs two capnp levels.
-constexpr int kNestingLimit = 256;
+// Python nesting costs two capnp levels for a list (the list, the Value) and three for a dict or
+// an exception's args (the entry list, the entry, the Value), plus a few for the envelope; so a
+// value at kMaxValueDepth always fits.
+constexpr int kNestingLimit = 3 * 100 + 16;
 
 // How deep a Python value may nest when it crosses by value (lists in lists ...). Deeper values,
 // including self-referencing containers, are refused with a clear error on the sending side.
 constexpr int kMaxValueDepth = 100;
+static_assert(kNestingLimit >= 3 * kMaxValueDepth + 16, "a value at the depth limit must be readable");
 
 }  // namespace pi

@@ -147,8 +147,12 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
 }
 
 void ValueCodec::encodeBigInt(py::handle object, wire::Value::Builder out) {
-  size_t bits = object.attr("bit_length")().cast<size_t>();
-  size_t length = bits / 8 + 1;  // room for the sign bit
+  // Minimal two's complement: the magnitude's bits (of ~v for negatives) plus a sign bit.
+  py::object magnitude = PyObject_RichCompareBool(object.ptr(), py::int_(0).ptr(), Py_LT) == 1
+                             ? py::reinterpret_steal<py::object>(PyNumber_Invert(object.ptr()))
+                             : py::reinterpret_borrow<py::object>(object);
+  size_t bits = magnitude.attr("bit_length")().cast<size_t>();
+  size_t length = bits / 8 + 1;
   py::bytes data = object.attr("to_bytes")(length, "little", py::arg("signed") = true);
   std::string_view view = data;
   out.setBigInt(kj::arrayPtr(reinterpret_cast<const kj::byte*>(view.data()), view.size()));

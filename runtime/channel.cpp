@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -71,6 +72,7 @@ struct Channel::Impl {
 
   void wait(short events, const Deadline& deadline) {
     std::vector<pollfd> fds;
+    auto lastHook = std::chrono::steady_clock::now();
     for (;;) {
       if (deadline.expired()) {
         kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "deadline passed while waiting for the peer"));
@@ -86,6 +88,12 @@ struct Channel::Impl {
           if (fds[i].revents != 0) drainOne(i - 1);
         }
         if (fds[0].revents != 0) return;  // the socket is ready, or reports an error next call
+        // A child flooding its output must not starve the hook (Ctrl-C handling).
+        if (waitHook && hookPeriodMillis > 0 &&
+            std::chrono::steady_clock::now() - lastHook >= std::chrono::milliseconds(hookPeriodMillis)) {
+          lastHook = std::chrono::steady_clock::now();
+          waitHook();
+        }
         continue;
       }
       if (n < 0) {
@@ -94,7 +102,10 @@ struct Channel::Impl {
         if (waitHook) waitHook();
         continue;
       }
-      if (waitHook && hookPeriodMillis > 0) waitHook();
+      if (waitHook && hookPeriodMillis > 0) {
+        lastHook = std::chrono::steady_clock::now();
+        waitHook();
+      }
     }
   }
 

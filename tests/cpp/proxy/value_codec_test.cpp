@@ -1,0 +1,385 @@
+// Tests proxy/value_codec.cpp: by-value kinds round trip, by-reference rules, limits, hostile input.
+//
+// Runs in an embedded interpreter (support/test_main.cpp); every test holds the GIL. Values cross
+// through a real frame (frameToWords, then IncomingFrame with our ReaderOptions), so what the
+// encoder accepts must also be readable under the reader's limits.
+#include "proxy/value_codec.h"
+
+#include "protocol/framing.h"
+#include "protocol/limits.h"
+#include "support/kj_expect.h"
+
+#include <capnp/any.h>
+#include <capnp/message.h>
+#include <capnp/schema.h>
+#include <gtest/gtest.h>
+#include <kj/debug.h>
+#include <pybind11/eval.h>
+
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pi {
+namespace {
+
+using test::throwsKj;
+constexpr auto kFailed = kj::Exception::Type::FAILED;
+
+// A CodecPeer that records what the codec asks of it. Exported objects get ids 1, 2, ... and a
+// ref naming one of those ids imports as the same object, so a by-reference round trip returns
+// the original.
+class FakePeer : public CodecPeer {
+ public:
+  void exportRef(py::handle object, wire::Ref::Builder ref) override {
+    exported.push_back(py::reinterpret_borrow<py::object>(object));
+    ref.setId(exported.size());
+    ref.setTypeId(1000);
+  }
+  py::object importRef(wire::Ref::Reader ref) override {
+    KJ_REQUIRE(ref.getId() >= 1 && ref.getId() <= exported.size(), "unknown ref", ref.getId());
+    return exported[ref.getId() - 1];
+  }
+  py::object resolveBack(uint64_t id) override {
+    auto found = backs.find(id);
+    KJ_REQUIRE(found != backs.end(), "unknown back id", id);
+    return found->second;
+  }
+  bool peerIdOf(py::handle object, uint64_t& id) override {
+    auto found = peerIds.find(object.ptr());
+    if (found == peerIds.end()) return false;
+    id = found->second;
+    return true;
+  }
+
+  std::vector<py::object> exported;
+  std::unordered_map<uint64_t, py::object> backs;      // what `back` ids resolve to
+  std::unordered_map<PyObject*, uint64_t> peerIds;     // objects that stand for peer objects
+};
+
+// Python helpers the tests use, run once per test in a fresh namespace.
+constexpr const char kHelpers[] = R"(
+import collections, math
+
+def same(a, b):
+    """Equal, with the same types all the way down (1 == 1.0 == True does not count)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return same(list(a.items()), list(b.items()))
+    if isinstance(a, (set, frozenset)):
+        return a == b and sorted(map(repr, a)) == sorted(map(repr, b))
+    if isinstance(a, slice):
+        return same((a.start, a.stop, a.step), (b.start, b.stop, b.step))
+    if isinstance(a, BaseException):
+        return same(a.args, b.args)
+    return a == b
+
+def nest(kind, levels, leaf=0):
+    """`levels` containers of `kind`, one inside the other, around `leaf`."""
+    value = leaf
+    for _ in range(levels):
+        if kind == 'list': value = [value]
+        elif kind == 'tuple': value = (value,)
+        elif kind == 'dict': value = {'k': value}
+        elif kind == 'frozenset': value = frozenset([value])
+        elif kind == 'slice': value = slice(value, None, None)
+        elif kind == 'exception': value = KeyError(value)
+    return value
+
+CASES = [
+    None, True, False,
+    0, 1, -1, 255, -256, 2**31, 2**63 - 1, -2**63,
+    2**63, -2**63 - 1, 2**64, -2**64, 2**64 - 1, -2**71, 2**71, 2**200 + 12345, -(2**1000) - 7,
+    0.0, -0.0, 1.5, -2.25e300, 5e-324, float('inf'), float('-inf'), float('nan'),
+    1 + 2j, complex(-0.0, float('inf')), complex(float('nan'), 3),
+    '', 'ascii', 'h\u00e9llo \u20ac \U0001d11e', 'nul\x00inside\x00', '\ud800', 'a\udfffb\udc80',
+    b'', b'\x00\xff\x80', bytes(range(256)),
+    bytearray(), bytearray(b'ab\x00c'),
+    [], [1, 'a', None, 2.5], (), (1,), (1, (2, (3,))),
+    {}, {'z': 1, 'a': 2, 'm': 3}, {1: 'int', '1': 'str', (1, 2): 'tuple', None: 0, 2.5: b'f'},
+    set(), {1, 'a', (1, 2), b'b'}, frozenset(), frozenset({1, frozenset({2})}),
+    slice(None), slice(1, 10, 2), slice(-1, None, None), slice('a', [1], {'b': 2}),
+    KeyError('missing'), ValueError(), OSError(2, 'No such file'),
+    {'k': [(1, 2.5, {'x': frozenset({b'y'})}), [slice(1, 2)], {3, 4}, bytearray(b'z')]},
+]
+)";
+
+class ValueCodecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ns_ = py::dict();
+    ns_["__builtins__"] = py::module_::import("builtins");
+    py::exec(kHelpers, ns_);
+  }
+
+  py::object eval(const char* source) { return py::eval(source, ns_); }
+
+  bool same(py::handle a, py::handle b) { return ns_["same"](a, b).cast<bool>(); }
+
+  std::string repr(py::handle object) {
+    std::string text = py::repr(object);
+    return text.size() > 200 ? text.substr(0, 200) + "..." : text;
+  }
+
+  // Encodes `value` as the only argument of a request, as the endpoint sends one, and decodes it
+  // from a frame read with the receiver's limits.
+  py::object roundTrip(py::handle value) {
+    capnp::MallocMessageBuilder message;
+    auto request = message.initRoot<wire::Message>().initRequest();
+    codec_.encode(value, request.initArgs(1)[0]);
+    return decodeFrame(frameToWords(message)).second;
+  }
+
+  // Reads `words` as a frame holding a request and decodes its first argument.
+  std::pair<wire::Value::Which, py::object> decodeFrame(kj::Array<capnp::word> words) {
+    KJ_IF_MAYBE(size, peekFrameSize(words.asBytes())) {
+      IncomingFrame frame(kj::mv(words), *size);
+      auto arg = frame.getRoot<wire::Message>().getRequest().getArgs()[0];
+      return {arg.which(), codec_.decode(arg)};
+    }
+    KJ_FAIL_ASSERT("no whole frame");
+  }
+
+  // What `encode` makes of `value`.
+  wire::Value::Which kindOf(py::handle value) {
+    capnp::MallocMessageBuilder message;
+    auto out = message.initRoot<wire::Value>();
+    codec_.encode(value, out);
+    return out.which();
+  }
+
+  // A message whose request's first argument is set by `fill`, decoded.
+  template <typename F>
+  py::object decodeBuilt(F&& fill) {
+    capnp::MallocMessageBuilder message;
+    fill(message.initRoot<wire::Message>().initRequest().initArgs(1)[0]);
+    return decodeFrame(frameToWords(message)).second;
+  }
+
+  FakePeer peer_;
+  ValueCodec codec_{peer_};
+  py::dict ns_;
+};
+
+kj::ArrayPtr<const kj::byte> bytesOf(const std::string& text) {
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(text.data()), text.size());
+}
+
+TEST_F(ValueCodecTest, RoundTripsEveryByValueKind) {
+  py::list cases = ns_["CASES"];
+  ASSERT_GT(cases.size(), 50u);
+  for (auto value : cases) {
+    py::object back = roundTrip(value);
+    EXPECT_TRUE(same(value, back)) << repr(value) << " came back as " << repr(back);
+  }
+  EXPECT_TRUE(peer_.exported.empty()) << "a by-value kind was exported by reference: "
+                                      << repr(peer_.exported.front());
+}
+
+TEST_F(ValueCodecTest, KeepsIntsThatFitIn64BitsAsIntAndSendsOthersAsBigInt) {
+  EXPECT_EQ(kindOf(eval("2**63 - 1")), wire::Value::INT);
+  EXPECT_EQ(kindOf(eval("-2**63")), wire::Value::INT);
+  EXPECT_EQ(kindOf(eval("2**63")), wire::Value::BIG_INT);
+  EXPECT_EQ(kindOf(eval("-2**63 - 1")), wire::Value::BIG_INT);
+  EXPECT_EQ(kindOf(eval("True")), wire::Value::BOOL);  // bool is not sent as an int
+}
+
+TEST_F(ValueCodecTest, EncodesBigIntsInTheMinimalTwosComplementLength) {
+  // isolation.capnp: "two's complement, little-endian, minimal length".
+  py::list values = eval("[2**63, -2**63 - 1, 2**64, -2**64, 2**71, -2**71, -2**71 - 1, "
+                         "2**127, -2**127, -2**255, 2**1000]");
+  py::object minimalLength = eval("lambda v: ((v if v >= 0 else ~v).bit_length() + 8) // 8");
+  for (auto value : values) {
+    capnp::MallocMessageBuilder message;
+    auto out = message.initRoot<wire::Value>();
+    codec_.encode(value, out);
+    ASSERT_EQ(out.which(), wire::Value::BIG_INT) << repr(value);
+    EXPECT_EQ(out.getBigInt().size(), minimalLength(value).cast<size_t>()) << repr(value);
+  }
+}
+
+TEST_F(ValueCodecTest, SendsStrAsUtf8WithLoneSurrogatesEncodedAsThemselves) {
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<wire::Value>();
+  codec_.encode(eval("'a\\x00\\ud800'"), out);
+  ASSERT_EQ(out.which(), wire::Value::STR);
+  auto data = out.getStr();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(data.begin()), data.size()),
+            std::string("a\0\xed\xa0\x80", 5));
+}
+
+TEST_F(ValueCodecTest, SendsSubclassesOfBuiltinKindsByReference) {
+  py::exec(R"(
+class MyInt(int): pass
+class MyDict(dict): pass
+class MyList(list): pass
+class MyStr(str): pass
+class MyError(KeyError): pass
+Point = collections.namedtuple('Point', 'x y')
+SUBCLASSED = [MyInt(5), MyDict(a=1), MyList([1]), MyStr('s'), Point(1, 2), MyError('k'),
+              object(), len, collections]
+)",
+           ns_);
+  py::list values = ns_["SUBCLASSED"];
+  for (auto value : values) {
+    size_t before = peer_.exported.size();
+    EXPECT_EQ(kindOf(value), wire::Value::REF) << repr(value);
+    ASSERT_EQ(peer_.exported.size(), before + 1) << repr(value);
+    EXPECT_TRUE(peer_.exported.back().is(value)) << repr(value);
+    // Decoding the ref asks the peer for the local stand-in (here: the object itself).
+    EXPECT_TRUE(roundTrip(value).is(value)) << repr(value);
+  }
+}
+
+TEST_F(ValueCodecTest, SendsBuiltinClassesAndSingletonsByName) {
+  for (const char* name : {"int", "dict", "KeyError", "BaseException", "object", "type",
+                           "Ellipsis", "NotImplemented"}) {
+    py::object value = eval(name);
+    capnp::MallocMessageBuilder message;
+    auto out = message.initRoot<wire::Value>();
+    codec_.encode(value, out);
+    ASSERT_EQ(out.which(), wire::Value::BUILTIN) << name;
+    EXPECT_EQ(std::string(out.getBuiltin().cStr()), name);
+    EXPECT_TRUE(roundTrip(value).is(value)) << name;
+  }
+  EXPECT_TRUE(peer_.exported.empty());
+}
+
+TEST_F(ValueCodecTest, SendsAPeerObjectBackAsItsPeerId) {
+  py::object standIn = eval("object()");
+  peer_.peerIds[standIn.ptr()] = 17;
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<wire::Value>();
+  codec_.encode(standIn, out);
+  ASSERT_EQ(out.which(), wire::Value::BACK);
+  EXPECT_EQ(out.getBack(), 17u);
+  EXPECT_TRUE(peer_.exported.empty());
+}
+
+TEST_F(ValueCodecTest, DecodesABackIdThroughThePeer) {
+  py::object mine = eval("object()");
+  peer_.backs[5] = mine;
+  EXPECT_TRUE(decodeBuilt([](wire::Value::Builder v) { v.setBack(5); }).is(mine));
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeBuilt([](wire::Value::Builder v) { v.setBack(6); });
+  }));
+}
+
+TEST_F(ValueCodecTest, RefusesAValueNestedDeeperThanTheLimit) {
+  for (const char* kind : {"list", "tuple", "dict", "frozenset", "slice", "exception"}) {
+    py::object deep = ns_["nest"](kind, kMaxValueDepth + 1);
+    capnp::MallocMessageBuilder message;
+    EXPECT_THROW(codec_.encode(deep, message.initRoot<wire::Value>()), py::value_error) << kind;
+  }
+}
+
+TEST_F(ValueCodecTest, RefusesAContainerThatContainsItself) {
+  py::exec(R"(
+selfList = []; selfList.append(selfList)
+selfDict = {}; selfDict['me'] = selfDict
+outer = ([],); outer[0].append(outer)
+error = ValueError(); error.args = (error,)
+)",
+           ns_);
+  for (const char* name : {"selfList", "selfDict", "outer", "error"}) {
+    capnp::MallocMessageBuilder message;
+    EXPECT_THROW(codec_.encode(ns_[name], message.initRoot<wire::Value>()), py::value_error)
+        << name;
+  }
+}
+
+TEST_F(ValueCodecTest, AValueAtTheDepthLimitCanBeReadBack) {
+  // What the sender accepts, the receiver's nesting limit must let through.
+  for (const char* kind : {"list", "tuple", "dict", "frozenset", "slice", "exception"}) {
+    py::object deep = ns_["nest"](kind, kMaxValueDepth);
+    py::object back;
+    try {
+      back = roundTrip(deep);
+    } catch (const kj::Exception& e) {
+      ADD_FAILURE() << kind << " nested " << kMaxValueDepth
+                    << " deep was encoded but cannot be read: " << e.getDescription().cStr();
+      continue;
+    }
+    EXPECT_TRUE(same(deep, back)) << kind;
+  }
+}
+
+TEST_F(ValueCodecTest, DecodeRefusesNamesOutsideTheBuiltinTable) {
+  // Functions such as eval and open are not classes or singletons, so they never cross by name.
+  for (const char* name : {"no_such_builtin", "eval", "exec", "open", "__import__", "getattr",
+                           "__builtins__", "_", ""}) {
+    EXPECT_TRUE(throwsKj(kFailed, [&] {
+      decodeBuilt([&](wire::Value::Builder v) { v.setBuiltin(name); });
+    })) << name;
+  }
+}
+
+TEST_F(ValueCodecTest, DecodeRefusesAnExceptionOfAnUnknownOrNonExceptionClass) {
+  for (const char* type : {"int", "object", "no_such_error", "eval"}) {
+    EXPECT_TRUE(throwsKj(kFailed, [&] {
+      decodeBuilt([&](wire::Value::Builder v) { v.initException().setType(type); });
+    })) << type;
+  }
+}
+
+TEST_F(ValueCodecTest, DecodeRefusesInvalidUtf8) {
+  for (std::string bad : {std::string("\xff"), std::string("\xc0\x80"), std::string("ab\xe2\x82"),
+                          std::string("\xf8\x88\x80\x80\x80")}) {
+    try {
+      decodeBuilt([&](wire::Value::Builder v) { v.setStr(bytesOf(bad)); });
+      ADD_FAILURE() << "invalid UTF-8 decoded without an error";
+    } catch (py::error_already_set& e) {
+      EXPECT_TRUE(e.matches(PyExc_UnicodeDecodeError)) << e.what();
+    }
+  }
+}
+
+TEST_F(ValueCodecTest, DecodeRefusesAnEmptyBigInt) {
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeBuilt([](wire::Value::Builder v) { v.initBigInt(0); });
+  }));
+}
+
+TEST_F(ValueCodecTest, DecodeRefusesUnhashableDictKeysAndSetItems) {
+  auto expectTypeError = [&](auto fill) {
+    try {
+      decodeBuilt(fill);
+      ADD_FAILURE() << "an unhashable key decoded without an error";
+    } catch (py::error_already_set& e) {
+      EXPECT_TRUE(e.matches(PyExc_TypeError)) << e.what();
+    }
+  };
+  expectTypeError([](wire::Value::Builder v) {
+    auto entry = v.initDict(1)[0];
+    entry.initKey().initList(0);
+    entry.initValue().setNone();
+  });
+  expectTypeError([](wire::Value::Builder v) { v.initSet(1)[0].initDict(0); });
+  expectTypeError([](wire::Value::Builder v) { v.initFrozenset(1)[0].initList(0); });
+}
+
+TEST_F(ValueCodecTest, DecodeRefusesAValueOfAnUnknownKind) {
+  // A newer or hostile peer sets a union discriminant this build does not know.
+  auto schema = capnp::Schema::from<wire::Value>().getProto().getStruct();
+  uint32_t offset = schema.getDiscriminantOffset();  // in 16-bit units of the data section
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeBuilt([&](wire::Value::Builder v) {
+      v.setInt(1);
+      auto data = capnp::AnyStruct::Builder(kj::mv(v)).getDataSection();
+      ASSERT_GE(data.size(), (offset + 1) * 2);
+      uint16_t unknown = 999;
+      memcpy(data.begin() + offset * 2, &unknown, 2);
+    });
+  }));
+}
+
+}  // namespace
+}  // namespace pi

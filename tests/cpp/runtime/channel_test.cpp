@@ -1,0 +1,355 @@
+// Tests runtime/channel.cpp: frames over a socketpair, partial reads and writes, typed errors.
+#include "runtime/channel.h"
+
+#include "protocol/isolation.capnp.h"
+#include "protocol/limits.h"
+#include "support/allocation_tracker.h"
+#include "support/kj_expect.h"
+
+#include <capnp/message.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pi {
+namespace {
+
+using test::secondsSince;
+using test::throwsKj;
+using Clock = std::chrono::steady_clock;
+constexpr auto kDisconnected = kj::Exception::Type::DISCONNECTED;
+constexpr auto kOverloaded = kj::Exception::Type::OVERLOADED;
+constexpr auto kFailed = kj::Exception::Type::FAILED;
+// The bound for waits that should succeed at once; a bug fails the test instead of hanging it.
+constexpr double kPatience = 10;
+
+struct SocketPair {
+  UniqueFd a;
+  UniqueFd b;
+};
+
+SocketPair makeSocketPair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw std::runtime_error(std::string("socketpair: ") + strerror(errno));
+  }
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// A thread joined when the guard goes, so a failing assertion cannot leave it running.
+class JoiningThread {
+ public:
+  template <typename F>
+  explicit JoiningThread(F&& body) : thread_(std::forward<F>(body)) {}
+  ~JoiningThread() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void join() { thread_.join(); }
+
+ private:
+  std::thread thread_;
+};
+
+// Writes all of `bytes` to a blocking socket, `chunk` bytes per send() (MSG_NOSIGNAL: a closed
+// peer is an error here, never a SIGPIPE that would end the test program).
+void writeAll(int fd, const std::vector<kj::byte>& bytes, size_t chunk) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + done, std::min(chunk, bytes.size() - done), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error(std::string("send: ") + strerror(errno));
+    done += size_t(n);
+  }
+}
+
+// A message whose request carries `callId` and a payload of `payloadBytes` bytes.
+class TestMessage {
+ public:
+  TestMessage(uint64_t callId, size_t payloadBytes) {
+    auto request = builder_.initRoot<wire::Message>().initRequest();
+    request.setCallId(callId);
+    request.setOp(wire::Op::GETATTR);
+    request.setName("attr");
+    auto payload = request.initArgs(1)[0].initBytes(unsigned(payloadBytes));
+    for (size_t i = 0; i < payloadBytes; ++i) payload[i] = kj::byte(i * 7 + callId);
+  }
+
+  capnp::MessageBuilder& builder() { return builder_; }
+
+  std::vector<kj::byte> bytes() {
+    auto words = frameToWords(builder_);
+    return std::vector<kj::byte>(words.asBytes().begin(), words.asBytes().end());
+  }
+
+ private:
+  capnp::MallocMessageBuilder builder_;
+};
+
+// Checks that `frame` is TestMessage(callId, payloadBytes).
+void expectMessage(IncomingFrame& frame, uint64_t callId, size_t payloadBytes) {
+  auto message = frame.getRoot<wire::Message>();
+  ASSERT_EQ(message.which(), wire::Message::REQUEST);
+  auto request = message.getRequest();
+  EXPECT_EQ(request.getCallId(), callId);
+  EXPECT_EQ(std::string(request.getName().cStr()), "attr");
+  ASSERT_EQ(request.getArgs().size(), 1u);
+  auto payload = request.getArgs()[0].getBytes();
+  ASSERT_EQ(payload.size(), payloadBytes);
+  for (size_t i = 0; i < payloadBytes; ++i) {
+    if (payload[i] != kj::byte(i * 7 + callId)) {
+      FAIL() << "payload byte " << i << " differs";
+    }
+  }
+}
+
+void sendMessage(Channel& channel, TestMessage& message, Deadline deadline) {
+  OutgoingFrame frame(message.builder());
+  channel.send(frame.pieces(), deadline);
+}
+
+TEST(Channel, SendsAndReceivesAFrame) {
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  Channel b(std::move(pair.b));
+
+  TestMessage message(1, 100);
+  sendMessage(a, message, Deadline::after(kPatience));
+  auto frame = b.receive(Deadline::after(kPatience));
+  expectMessage(frame, 1, 100);
+  EXPECT_FALSE(b.hasBufferedFrame());
+
+  // And the other way.
+  TestMessage reply(2, 3);
+  sendMessage(b, reply, Deadline::after(kPatience));
+  auto replyFrame = a.receive(Deadline::after(kPatience));
+  expectMessage(replyFrame, 2, 3);
+}
+
+TEST(Channel, ReceivesSeveralFramesDeliveredInOneWrite) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+
+  std::vector<kj::byte> bytes;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    auto one = TestMessage(id, id * 10).bytes();
+    bytes.insert(bytes.end(), one.begin(), one.end());
+  }
+  writeAll(pair.a.get(), bytes, bytes.size());
+
+  auto first = b.receive(Deadline::after(kPatience));
+  expectMessage(first, 1, 10);
+  EXPECT_TRUE(b.hasBufferedFrame());  // the rest arrived with the first read
+  auto second = b.receive(Deadline::after(kPatience));
+  expectMessage(second, 2, 20);
+  auto third = b.receive(Deadline::after(kPatience));
+  expectMessage(third, 3, 30);
+  EXPECT_FALSE(b.hasBufferedFrame());
+}
+
+TEST(Channel, SendsManyFramesInOneCall) {
+  // More pieces than one sendmsg takes, so send() has to go on from where a batch ended.
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  Channel b(std::move(pair.b));
+
+  constexpr int kFrames = 700;
+  std::vector<std::unique_ptr<TestMessage>> messages;
+  std::vector<std::unique_ptr<OutgoingFrame>> frames;
+  std::vector<kj::ArrayPtr<const kj::byte>> pieces;
+  for (int i = 0; i < kFrames; ++i) {
+    messages.push_back(std::make_unique<TestMessage>(uint64_t(i), size_t(i % 50)));
+    frames.push_back(std::make_unique<OutgoingFrame>(messages.back()->builder()));
+    for (auto piece : frames.back()->pieces()) pieces.push_back(piece);
+  }
+  ASSERT_GT(pieces.size(), 1024u);
+
+  JoiningThread sender([&] { a.send(kj::arrayPtr(pieces.data(), pieces.size()),
+                                    Deadline::after(kPatience)); });
+  for (int i = 0; i < kFrames; ++i) {
+    auto frame = b.receive(Deadline::after(kPatience));
+    expectMessage(frame, uint64_t(i), size_t(i % 50));
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(Channel, ReceivesAFrameSplitAcrossManySmallWrites) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+
+  // Several segments, so the header is longer than one word and arrives in pieces too.
+  capnp::MallocMessageBuilder builder(8, capnp::AllocationStrategy::FIXED_SIZE);
+  auto request = builder.initRoot<wire::Message>().initRequest();
+  request.setCallId(77);
+  auto args = request.initArgs(20);
+  for (unsigned i = 0; i < 20; ++i) args[i].initBytes(100 + i)[0] = kj::byte(i);
+  ASSERT_GT(builder.getSegmentsForOutput().size(), 2u);
+  auto words = frameToWords(builder);
+  std::vector<kj::byte> bytes(words.asBytes().begin(), words.asBytes().end());
+
+  JoiningThread writer([&] { writeAll(pair.a.get(), bytes, 1); });
+  auto frame = b.receive(Deadline::after(kPatience));
+  writer.join();
+
+  auto received = frame.getRoot<wire::Message>().getRequest();
+  EXPECT_EQ(received.getCallId(), 77u);
+  ASSERT_EQ(received.getArgs().size(), 20u);
+  for (unsigned i = 0; i < 20; ++i) {
+    EXPECT_EQ(received.getArgs()[i].getBytes().size(), 100 + i);
+    EXPECT_EQ(received.getArgs()[i].getBytes()[0], kj::byte(i));
+  }
+}
+
+TEST(Channel, SendsAndReceivesAFrameLargerThanTheSocketBuffer) {
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  Channel b(std::move(pair.b));
+
+  constexpr size_t kPayload = 8 << 20;
+  TestMessage message(5, kPayload);
+  JoiningThread sender([&] { sendMessage(a, message, Deadline::after(kPatience)); });
+  auto frame = b.receive(Deadline::after(kPatience));
+  expectMessage(frame, 5, kPayload);
+}
+
+TEST(Channel, ReceiveReportsDisconnectedAtEndOfStream) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  pair.a.reset();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { b.receive(Deadline::after(kPatience)); }));
+}
+
+TEST(Channel, ReceiveReportsDisconnectedWhenThePeerClosesMidFrame) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  auto bytes = TestMessage(1, 1000).bytes();
+  bytes.resize(bytes.size() / 2);
+  writeAll(pair.a.get(), bytes, bytes.size());
+  pair.a.reset();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { b.receive(Deadline::after(kPatience)); }));
+}
+
+TEST(Channel, SendReportsDisconnectedWhenThePeerHasClosed) {
+  // Also shows that a send to a closed peer raises no SIGPIPE (which would end this process).
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  pair.b.reset();
+  TestMessage message(1, 10);
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { sendMessage(a, message, Deadline::after(kPatience)); }));
+}
+
+TEST(Channel, ShutdownMakesThePeerSeeEndOfStream) {
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  Channel b(std::move(pair.b));
+  a.shutdown();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { b.receive(Deadline::after(kPatience)); }));
+  TestMessage message(1, 10);
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { sendMessage(a, message, Deadline::after(kPatience)); }));
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { a.receive(Deadline::after(kPatience)); }));
+}
+
+TEST(Channel, ReceiveThrowsOverloadedWhenTheDeadlinePasses) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kOverloaded, [&] { b.receive(Deadline::after(0.2)); }));
+  double elapsed = secondsSince(start);
+  EXPECT_GE(elapsed, 0.19);
+  EXPECT_LT(elapsed, 2.0);
+}
+
+TEST(Channel, ReceiveWithAnExpiredDeadlineThrowsOverloadedAtOnce) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kOverloaded, [&] { b.receive(Deadline::after(0)); }));
+  EXPECT_LT(secondsSince(start), 1.0);
+}
+
+TEST(Channel, SendThrowsOverloadedWhenThePeerDoesNotRead) {
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  TestMessage big(1, 32 << 20);  // far more than a socket buffer holds
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kOverloaded, [&] { sendMessage(a, big, Deadline::after(0.2)); }));
+  double elapsed = secondsSince(start);
+  EXPECT_GE(elapsed, 0.19);
+  EXPECT_LT(elapsed, 2.0);
+}
+
+TEST(Channel, ReceiveRejectsAnOversizedHeaderWithoutAllocatingIt) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  const uint32_t header[2] = {0, 0xffffffffu};  // one segment of 2^32-1 words (32 GiB)
+  std::vector<kj::byte> bytes(8);
+  memcpy(bytes.data(), header, 8);
+  writeAll(pair.a.get(), bytes, bytes.size());
+
+  test::AllocationTracker allocations;
+  EXPECT_TRUE(throwsKj(kFailed, [&] { b.receive(Deadline::after(kPatience)); }, "limit"));
+  EXPECT_LT(allocations.largest(), size_t{1} << 20);
+}
+
+TEST(Channel, ReceiveRejectsTooManySegmentsFromThePeer) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  const uint32_t header[2] = {kMaxSegments, 1};
+  std::vector<kj::byte> bytes(8);
+  memcpy(bytes.data(), header, 8);
+  writeAll(pair.a.get(), bytes, bytes.size());
+  EXPECT_TRUE(throwsKj(kFailed, [&] { b.receive(Deadline::after(kPatience)); }, "segments"));
+}
+
+TEST(Channel, CallsTheWaitHookPeriodicallyWhileWaiting) {
+  auto pair = makeSocketPair();
+  Channel b(std::move(pair.b));
+  int calls = 0;
+  b.setWaitHook([&] { ++calls; }, 10);
+  EXPECT_TRUE(throwsKj(kOverloaded, [&] { b.receive(Deadline::after(0.3)); }));
+  // About 30 periods of 10 ms; allow for a slow machine but not for a hook that never runs.
+  EXPECT_GE(calls, 5);
+  EXPECT_LE(calls, 40);
+}
+
+TEST(Channel, AWaitHookThatThrowsAbandonsTheWaitAndLeavesTheChannelUsable) {
+  auto pair = makeSocketPair();
+  Channel a(std::move(pair.a));
+  Channel b(std::move(pair.b));
+  int calls = 0;
+  b.setWaitHook(
+      [&] {
+        if (++calls == 3) throw std::runtime_error("interrupted");
+      },
+      10);
+  auto start = Clock::now();
+  EXPECT_THROW(b.receive(Deadline::after(kPatience)), std::runtime_error);
+  EXPECT_LT(secondsSince(start), kPatience / 2);
+  EXPECT_EQ(calls, 3);
+
+  b.setWaitHook(nullptr, 0);
+  TestMessage message(9, 9);
+  sendMessage(a, message, Deadline::after(kPatience));
+  auto frame = b.receive(Deadline::after(kPatience));
+  expectMessage(frame, 9, 9);
+}
+
+TEST(Channel, ClosesItsSocketWhenDestroyed) {
+  auto pair = makeSocketPair();
+  int fd = pair.a.get();
+  { Channel a(std::move(pair.a)); }
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1);
+  char byte;
+  EXPECT_EQ(::read(pair.b.get(), &byte, 1), 0);  // the peer sees end of stream
+}
+
+}  // namespace
+}  // namespace pi
