@@ -123,6 +123,24 @@ std::unique_ptr<Connection> Connection::spawn(const std::vector<std::string>& ar
       startTimeout, stdoutSpec, stderrSpec);
 }
 
+std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServerClient> server,
+                                                      const std::string& options,
+                                                      double startTimeout,
+                                                      const OutputSpec& stdoutSpec,
+                                                      const OutputSpec& stderrSpec) {
+  return launch(
+      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd) {
+        pid_t pid;
+        {
+          py::gil_scoped_release nogil;
+          pid = server->forkChild(options, socketFd, crashFd, stdoutFd, stderrFd,
+                                  Deadline::afterOrNever(startTimeout));
+        }
+        return ChildProcess::adopt(pid, server);
+      },
+      startTimeout, stdoutSpec, stderrSpec);
+}
+
 Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
                        UniqueFd stdoutPipe, UniqueFd stderrPipe)
     : ownerPid_(::getpid()),

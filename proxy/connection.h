@@ -3,6 +3,7 @@
 
 #include "proxy/endpoint.h"
 #include "runtime/child_process.h"
+#include "runtime/fork_server.h"
 #include "runtime/output_tail.h"
 #include "runtime/termination.h"
 
@@ -46,6 +47,14 @@ class Connection : public EndpointObserver {
   static std::unique_ptr<Connection> spawn(const std::vector<std::string>& argv,
                                            double startTimeout, const OutputSpec& stdoutSpec = {},
                                            const OutputSpec& stderrSpec = {});
+
+  // Like start(), but `server` forks the child; `options` are handed to the server's child
+  // main (process_isolation._spawn reads them).
+  static std::unique_ptr<Connection> viaForkServer(std::shared_ptr<ForkServerClient> server,
+                                                   const std::string& options,
+                                                   double startTimeout,
+                                                   const OutputSpec& stdoutSpec = {},
+                                                   const OutputSpec& stderrSpec = {});
   ~Connection() override;
 
   const std::shared_ptr<Endpoint>& endpoint() const { return endpoint_; }

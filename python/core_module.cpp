@@ -2,6 +2,7 @@
 #include "proxy/child_server.h"
 #include "proxy/connection.h"
 #include "runtime/child_main.h"
+#include "runtime/fork_server.h"
 #include "proxy/endpoint.h"
 #include "proxy/proxy_object.h"
 #include "runtime/termination.h"
@@ -131,6 +132,37 @@ PYBIND11_MODULE(_core, m) {
   PyTypeObject* proxyType = pi::readyProxyBaseType();
   m.add_object("Proxy", py::handle(reinterpret_cast<PyObject*>(proxyType)));
 
+  py::class_<pi::ForkServerClient, std::shared_ptr<pi::ForkServerClient>>(m, "ForkServer")
+      .def_static(
+          "start",
+          [](std::vector<std::string> argv, double startTimeout) {
+            py::gil_scoped_release nogil;
+            return pi::ForkServerClient::start(argv, startTimeout);
+          },
+          py::arg("argv"), py::arg("start_timeout") = 60.0)
+      .def_property_readonly("pid", &pi::ForkServerClient::serverPid)
+      .def_property_readonly("alive", &pi::ForkServerClient::alive);
+  m.attr("FORK_SERVER_CONTROL_FD") = pi::kForkServerControlFd;
+  m.def(
+      "run_fork_server",
+      [](int parentPid, py::object childMain) {
+        pi::runForkServer(pi::kForkServerControlFd, parentPid,
+                          [&](const std::string& options, const pi::ChildSetup& setup) {
+                            // In the new child: the bootstrap comes from the options.
+                            py::object bootstrap;
+                            try {
+                              bootstrap = childMain(py::bytes(options));
+                            } catch (py::error_already_set& error) {
+                              error.restore();
+                              PyErr_Print();
+                              ::_exit(72);
+                            }
+                            pi::ChildServer server(std::move(bootstrap));
+                            pi::runChild(setup, server);
+                          });
+      },
+      "Runs the fork server loop in this (spawned) process; never returns.");
+
   py::class_<pi::Connection>(m, "Connection")
       .def_static(
           "start",
@@ -157,6 +189,19 @@ PYBIND11_MODULE(_core, m) {
           py::arg("stdout_path") = "", py::arg("stderr_mode") = "inherit",
           py::arg("stderr_path") = "",
           "Starts argv (a fresh interpreter running process_isolation._spawn) as the child.")
+      .def_static(
+          "via_fork_server",
+          [](std::shared_ptr<pi::ForkServerClient> server, const std::string& options,
+             double startTimeout, const std::string& stdoutMode, const std::string& stdoutPath,
+             const std::string& stderrMode, const std::string& stderrPath) {
+            return pi::Connection::viaForkServer(std::move(server), options, startTimeout,
+                                                 outputSpec(stdoutMode, stdoutPath),
+                                                 outputSpec(stderrMode, stderrPath));
+          },
+          py::arg("server"), py::arg("options"), py::arg("start_timeout") = 60.0,
+          py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
+          py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
+          "Has the fork server fork the child.")
       .def("output_tail", &pi::Connection::outputTail, py::arg("stream"), py::arg("lines") = 50)
       .def_property_readonly("pid", &pi::Connection::pid)
       .def_property_readonly("alive", &pi::Connection::alive)

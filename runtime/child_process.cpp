@@ -1,6 +1,8 @@
 // A forked child process: fork (with the interpreter's fork hooks), pid + pidfd, kill, reap.
 #include "runtime/child_process.h"
 
+#include "runtime/fork_server.h"
+
 #include <Python.h>
 #include <kj/debug.h>
 #include <fcntl.h>
@@ -85,9 +87,22 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
 ChildProcess::ChildProcess(pid_t pid, UniqueFd pidfd)
     : pid_(pid), owner_(::getpid()), pidfd_(std::move(pidfd)), reaped_(false) {}
 
+ChildProcess ChildProcess::adopt(pid_t pid, std::shared_ptr<ForkServerClient> server) {
+  ChildProcess child(pid, UniqueFd(openPidfd(pid)));
+  child.server_ = std::move(server);
+  return child;
+}
+
+pid_t ChildProcess::release() {
+  reaped_ = true;
+  pidfd_.reset();
+  return pid_;
+}
+
 ChildProcess::ChildProcess(ChildProcess&& other) noexcept
     : pid_(other.pid_),
       owner_(other.owner_),
+      server_(std::move(other.server_)),
       pidfd_(std::move(other.pidfd_)),
       reaped_(std::exchange(other.reaped_, true)),
       termination_(kj::mv(other.termination_)) {}
@@ -97,6 +112,7 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
     if (!reaped_ && owner_ == ::getpid()) killAndReap();
     pid_ = other.pid_;
     owner_ = other.owner_;
+    server_ = std::move(other.server_);
     pidfd_ = std::move(other.pidfd_);
     reaped_ = std::exchange(other.reaped_, true);
     termination_ = kj::mv(other.termination_);
@@ -121,6 +137,28 @@ ChildProcess::~ChildProcess() {
 kj::Maybe<Termination> ChildProcess::tryReap() {
   if (reaped_) return termination_;
   if (owner_ != ::getpid()) return nullptr;
+  if (server_) {
+    // Not our child: its pidfd says when it has exited, its fork server has the status.
+    if (pidfd_) {
+      pollfd pfd{pidfd_.get(), POLLIN, 0};
+      if (::poll(&pfd, 1, 0) <= 0) return nullptr;
+    }
+    Termination t;
+    t.pid = pid_;
+    try {
+      KJ_IF_MAYBE(status, server_->reap(pid_, Deadline::after(pidfd_ ? 5.0 : 0.0))) {
+        t = Termination::fromWaitStatus(pid_, *status);
+      } else {
+        return nullptr;
+      }
+    } catch (kj::Exception&) {
+      // The server is gone; so is the child (it dies with the server). Its status is lost.
+    }
+    reaped_ = true;
+    pidfd_.reset();
+    termination_ = t;
+    return termination_;
+  }
   int status = 0;
   pid_t r;
   do {
@@ -156,7 +194,9 @@ kj::Maybe<Termination> ChildProcess::waitFor(Deadline deadline) {
 
 void ChildProcess::kill(int signal) {
   if (reaped_ || owner_ != ::getpid()) return;
-  ::kill(pid_, signal);  // the pid is ours until we reap it, so it cannot have been recycled
+  // The pid is ours (or held for us by the fork server) until we reap it: it cannot have been
+  // recycled.
+  ::kill(pid_, signal);
 }
 
 Termination ChildProcess::reapBlocking() {

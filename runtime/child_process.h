@@ -9,11 +9,14 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace pi {
+
+class ForkServerClient;
 
 // Owns one child process. Reaps only its own pid (waitid on its pidfd, or waitpid(pid)); never
 // touches SIGCHLD. The destructor kills (SIGKILL) and reaps a child that is still running, but
@@ -34,6 +37,13 @@ class ChildProcess {
   // Throws (kj FAILED) when the program cannot be started.
   static ChildProcess spawn(const std::vector<std::string>& argv,
                             const std::vector<std::pair<int, int>>& fds);
+
+  // Takes charge of `pid`, a child of a fork server, whose exit status only `server` can read.
+  static ChildProcess adopt(pid_t pid, std::shared_ptr<ForkServerClient> server);
+
+  // Gives up the child without killing or reaping it (the fork server hands children out this
+  // way); returns its pid.
+  pid_t release();
 
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;
@@ -67,6 +77,7 @@ class ChildProcess {
 
   pid_t pid_ = -1;
   pid_t owner_ = -1;  // getpid() of the process that forked the child
+  std::shared_ptr<ForkServerClient> server_;  // set for children of a fork server
   UniqueFd pidfd_;
   bool reaped_ = true;
   kj::Maybe<Termination> termination_;

@@ -31,18 +31,43 @@ except ImportError as error:
     sys.stderr.flush()
     raise SystemExit(73)
 from process_isolation._spawn import main
-main(sys.argv[2])
+main(sys.argv[2:])
 """
 
 # The exit status of a spawned child whose interpreter cannot load the package.
 CANNOT_LOAD = 73
 
 
-def command(python, options):
-    """The argv that starts a spawned child with ``python`` and the given options (a dict of
-    JSON-able values)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    return [python, "-c", LAUNCHER, package, json.dumps(options)]
+def package_dir():
+    """The directory of this package, which the launcher loads it from."""
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def fork_server_command(python):
+    """The argv that starts a fork server with ``python`` for this process."""
+    return [python, "-c", LAUNCHER, package_dir(), "--fork-server", str(os.getpid())]
+
+
+def options_json(context):
+    """The options of an IsolationContext that a spawned or fork-server child needs, as JSON."""
+    return json.dumps(dict(
+        env=context.env, inherit_env=context.inherit_env, paths=context.paths,
+        inherit_paths=context.inherit_paths, cwd=context.cwd,
+        limits=vars(context.limits) if context.limits else None, parent_pid=os.getpid()))
+
+
+def bootstrap_from_options(options_json):
+    """The child bootstrap callable for options made by :func:`options_json`."""
+    import functools
+
+    from . import _child
+    from .limits import Limits
+
+    options = json.loads(options_json)
+    limits = Limits(**options["limits"]) if options["limits"] is not None else None
+    return functools.partial(
+        _child.bootstrap, options["env"], options["inherit_env"], options["paths"],
+        options["inherit_paths"], options["cwd"], limits)
 
 
 def resolve_python(python):
@@ -62,16 +87,11 @@ def resolve_python(python):
     return python
 
 
-def main(options_json):
-    """Serves the parent; never returns."""
-    import functools
+def main(argv):
+    """Serves the parent (a spawned child), or runs the fork server; never returns."""
+    from . import _core
 
-    from . import _child, _core
-    from .limits import Limits
-
-    options = json.loads(options_json)
-    limits = Limits(**options["limits"]) if options["limits"] is not None else None
-    bootstrap = functools.partial(
-        _child.bootstrap, options["env"], options["inherit_env"], options["paths"],
-        options["inherit_paths"], options["cwd"], limits)
-    _core.serve_spawned(options["parent_pid"], bootstrap)
+    if argv[0] == "--fork-server":
+        _core.run_fork_server(int(argv[1]), bootstrap_from_options)
+    options = json.loads(argv[0])
+    _core.serve_spawned(options["parent_pid"], bootstrap_from_options(argv[0]))

@@ -27,7 +27,19 @@ __all__ = [
     "Limits",
 ]
 
-_START_METHODS = ("fork", "spawn")
+_START_METHODS = ("fork", "forkserver", "spawn")
+_fork_server = None
+_fork_server_lock = threading.Lock()
+
+
+def _get_fork_server(start_timeout):
+    """The process-wide fork server, started on first use (and again if it died)."""
+    global _fork_server
+    with _fork_server_lock:
+        if _fork_server is None or not _fork_server.alive:
+            _fork_server = _core.ForkServer.start(
+                _spawn.fork_server_command(sys.executable), start_timeout)
+        return _fork_server
 _live_contexts: "weakref.WeakSet[IsolationContext]" = weakref.WeakSet()
 _default_lock = threading.Lock()
 _default = None
@@ -42,9 +54,12 @@ class IsolationContext:
     """One isolated child process, and the modules imported into it.
 
     Keyword arguments (all optional):
-        start_method: how the child is made. ``'fork'`` (default) forks this interpreter;
-            ``'spawn'`` starts a fresh interpreter (slower to start, inherits no state, safe
-            from a threaded parent).
+        start_method: how the child is made. ``'fork'`` (default) forks this interpreter (fast;
+            warns when this process has other threads, as their locks stay locked in the
+            child); ``'forkserver'`` has a clean single-threaded server process, started once
+            per parent from a fresh interpreter, fork the child (safe from a threaded parent;
+            the child holds no copy of the parent's memory); ``'spawn'`` starts a fresh
+            interpreter (slowest; inherits no state).
         python: with ``start_method='spawn'``, the interpreter to run, or a virtual environment
             directory (its ``bin/python``); it must be the same Python version as this one.
         env: environment variables for the child (str to str). They win over inherited ones.
@@ -140,14 +155,15 @@ class IsolationContext:
                 "other threads stay locked in the child", RuntimeWarning, stacklevel=3)
         outputs = dict(stdout_mode=self.stdout[0], stdout_path=self.stdout[1],
                        stderr_mode=self.stderr[0], stderr_path=self.stderr[1])
-        if self.start_method == "spawn":
-            options = dict(env=self.env, inherit_env=self.inherit_env, paths=self.paths,
-                           inherit_paths=self.inherit_paths, cwd=self.cwd,
-                           limits=vars(self.limits) if self.limits else None,
-                           parent_pid=os.getpid())
+        if self.start_method == "forkserver":
+            connection = _core.Connection.via_fork_server(
+                _get_fork_server(self.start_timeout), _spawn.options_json(self),
+                self.start_timeout, **outputs)
+        elif self.start_method == "spawn":
             try:
                 connection = _core.Connection.spawn(
-                    _spawn.command(self.python, options), self.start_timeout, **outputs)
+                    [self.python, "-c", _spawn.LAUNCHER, _spawn.package_dir(),
+                     _spawn.options_json(self)], self.start_timeout, **outputs)
             except ProcessTerminationError as error:
                 if error.exit_code == _spawn.CANNOT_LOAD:
                     raise RuntimeError(
@@ -443,6 +459,8 @@ def timeout(seconds):
 
 
 def _forget_contexts_after_fork():
+    global _fork_server
+    _fork_server = None  # the parent's; a forked copy of its handle does nothing
     for ctx in list(_live_contexts):
         ctx._abandon()
     for name, module in list(sys.modules.items()):

@@ -1,0 +1,311 @@
+// A clean, single-threaded process that forks isolated children on request: client and server.
+//
+// Messages on the SOCK_SEQPACKET control socket (one datagram each, at most kMaxMessage bytes):
+//   parent -> server  'F' <u32 mask> <options>   fork; SCM_RIGHTS carries the fds named by mask
+//                                                 (bit 0 socket, 1 crash pipe, 2 stdout, 3 stderr)
+//   server -> parent  'P' <i32 pid>               the child's pid
+//                     'E' <text>                  fork failed
+//   parent -> server  'R' <i32 pid>               reap pid once it has exited
+//   server -> parent  'S' <i32 pid> <i32 status>  its wait status
+//   server -> parent  'H'                         hello, once, when the server is ready
+#include "runtime/fork_server.h"
+
+#include <fcntl.h>
+#include <kj/debug.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <set>
+
+namespace pi {
+
+namespace {
+
+constexpr size_t kMaxMessage = 1 << 20;
+constexpr size_t kMaxFds = 4;
+
+void putU32(std::string& out, uint32_t value) { out.append(reinterpret_cast<char*>(&value), 4); }
+
+uint32_t getU32(const std::string& in, size_t at) {
+  KJ_REQUIRE(in.size() >= at + 4, "fork server message too short");
+  uint32_t value;
+  memcpy(&value, in.data() + at, 4);
+  return value;
+}
+
+// Sends one datagram with `fds` attached. Blocking; EINTR retried.
+void sendPacket(int socket, const std::string& bytes, const std::vector<int>& fds) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  if (!fds.empty()) {
+    KJ_ASSERT(fds.size() <= kMaxFds);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* header = CMSG_FIRSTHDR(&msg);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(header), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  KJ_SYSCALL(n = ::sendmsg(socket, &msg, MSG_NOSIGNAL));
+  KJ_REQUIRE(size_t(n) == bytes.size(), "fork server message was cut short");
+}
+
+// Receives one datagram and the fds attached to it (owned by the caller). An empty string
+// means the peer closed the socket.
+std::string receivePacket(int socket, std::vector<UniqueFd>* fds) {
+  std::string bytes(kMaxMessage, '\0');
+  iovec iov{bytes.data(), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  KJ_SYSCALL(n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC));
+  for (cmsghdr* header = CMSG_FIRSTHDR(&msg); header != nullptr;
+       header = CMSG_NXTHDR(&msg, header)) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
+      if (fds != nullptr) {
+        fds->emplace_back(fd);
+      } else {
+        ::close(fd);
+      }
+    }
+  }
+  KJ_REQUIRE(!(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)), "fork server message too large");
+  bytes.resize(size_t(n));
+  return bytes;
+}
+
+bool waitReadable(int fd, const Deadline& deadline) {
+  for (;;) {
+    pollfd pfd{fd, POLLIN, 0};
+    int n = ::poll(&pfd, 1, deadline.pollMillis());
+    if (n > 0) return true;
+    if (n == 0) return false;
+    if (errno != EINTR) KJ_FAIL_SYSCALL("poll", errno);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------- client
+
+std::shared_ptr<ForkServerClient> ForkServerClient::start(const std::vector<std::string>& argv,
+                                                          double startTimeout) {
+  int sockets[2];
+  KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets));
+  UniqueFd ours(sockets[0]);
+  UniqueFd theirs(sockets[1]);
+  ChildProcess server = ChildProcess::spawn(argv, {{theirs.get(), kForkServerControlFd}});
+  theirs.reset();
+  std::shared_ptr<ForkServerClient> client(
+      new ForkServerClient(std::move(server), std::move(ours)));
+  std::string hello = client->receiveReply(Deadline::afterOrNever(startTimeout));
+  KJ_REQUIRE(hello == "H", "fork server did not start properly");
+  return client;
+}
+
+ForkServerClient::ForkServerClient(ChildProcess server, UniqueFd control)
+    : owner_(::getpid()), server_(std::move(server)), control_(std::move(control)) {}
+
+ForkServerClient::~ForkServerClient() {
+  if (::getpid() != owner_) {
+    control_.release();  // inherited across fork: not our fd; server_ ignores it likewise
+    return;
+  }
+  control_.reset();  // the server sees EOF and exits; its children die with it
+  try {
+    server_.terminate(1.0);
+  } catch (...) {
+    // Destructors do not throw; ChildProcess kills and reaps as a last resort.
+  }
+}
+
+bool ForkServerClient::alive() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (broken_ || ::getpid() != owner_) return false;
+  if (server_.tryReap() != nullptr) broken_ = true;
+  return !broken_;
+}
+
+void ForkServerClient::sendRequest(const std::string& bytes, const std::vector<int>& fds,
+                                   Deadline) {
+  if (broken_) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server is gone"));
+  try {
+    sendPacket(control_.get(), bytes, fds);
+  } catch (kj::Exception& e) {
+    broken_ = true;
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server is gone",
+                                         e.getDescription()));
+  }
+}
+
+std::string ForkServerClient::receiveReply(Deadline deadline) {
+  if (!waitReadable(control_.get(), deadline)) {
+    broken_ = true;  // a late reply would answer the wrong request
+    kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "fork server did not answer in time"));
+  }
+  std::string reply = receivePacket(control_.get(), nullptr);
+  if (reply.empty()) {
+    broken_ = true;
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server is gone"));
+  }
+  return reply;
+}
+
+pid_t ForkServerClient::forkChild(const std::string& options, int socketFd, int crashFd,
+                                  int stdoutFd, int stderrFd, Deadline deadline) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (::getpid() != owner_) {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server belongs to another process"));
+  }
+  std::vector<int> fds{socketFd, crashFd};
+  uint32_t mask = 0b11;
+  if (stdoutFd >= 0) {
+    fds.push_back(stdoutFd);
+    mask |= 0b100;
+  }
+  if (stderrFd >= 0) {
+    fds.push_back(stderrFd);
+    mask |= 0b1000;
+  }
+  std::string request = "F";
+  putU32(request, mask);
+  request += options;
+  KJ_REQUIRE(request.size() <= kMaxMessage, "isolated context options are too large");
+  sendRequest(request, fds, deadline);
+  std::string reply = receiveReply(deadline);
+  if (reply[0] == 'E') KJ_FAIL_REQUIRE("fork server could not fork", reply.substr(1));
+  KJ_REQUIRE(reply[0] == 'P' && reply.size() == 5, "fork server sent a bad reply");
+  return pid_t(getU32(reply, 1));
+}
+
+kj::Maybe<int> ForkServerClient::reap(pid_t pid, Deadline deadline) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string request = "R";
+  putU32(request, uint32_t(pid));
+  sendRequest(request, {}, deadline);
+  std::string reply;
+  try {
+    reply = receiveReply(deadline);
+  } catch (kj::Exception& e) {
+    if (e.getType() == kj::Exception::Type::OVERLOADED) return nullptr;
+    throw;
+  }
+  KJ_REQUIRE(reply[0] == 'S' && reply.size() == 9 && pid_t(getU32(reply, 1)) == pid,
+             "fork server sent a bad reply");
+  return int(getU32(reply, 5));
+}
+
+// ---------------------------------------------------------------------------------- server
+
+void runForkServer(
+    int controlFd, pid_t parentPid,
+    const std::function<void(const std::string& options, const ChildSetup& setup)>& childMain) {
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parentPid) ::_exit(71);
+  // SIGCHLD through a signalfd, so the loop wakes when a child exits. Ours alone: this process
+  // is the fork server, not a host application.
+  sigset_t childSignals;
+  sigemptyset(&childSignals);
+  sigaddset(&childSignals, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &childSignals, nullptr);
+  int signals = ::signalfd(-1, &childSignals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signals < 0) ::_exit(70);
+  std::set<pid_t> children;
+  std::set<pid_t> reapRequests;
+  try {
+    sendPacket(controlFd, "H", {});
+    for (;;) {
+      // Answer reap requests for children that have exited.
+      for (auto it = reapRequests.begin(); it != reapRequests.end();) {
+        int status = 0;
+        pid_t r = ::waitpid(*it, &status, WNOHANG);
+        if (r == 0) {
+          ++it;
+          continue;
+        }
+        std::string reply = "S";
+        putU32(reply, uint32_t(*it));
+        putU32(reply, uint32_t(r < 0 ? 0 : status));
+        sendPacket(controlFd, reply, {});
+        children.erase(*it);
+        it = reapRequests.erase(it);
+      }
+      pollfd fds[2] = {{controlFd, POLLIN, 0}, {signals, POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (fds[1].revents) {
+        signalfd_siginfo info;
+        while (::read(signals, &info, sizeof(info)) == ssize_t(sizeof(info))) {
+        }
+      }
+      if (!fds[0].revents) continue;
+      std::vector<UniqueFd> received;
+      std::string request = receivePacket(controlFd, &received);
+      if (request.empty()) break;  // the parent closed its end: we are done
+      if (request[0] == 'R') {
+        pid_t pid = pid_t(getU32(request, 1));
+        if (children.count(pid) != 0) {
+          reapRequests.insert(pid);
+        } else {
+          std::string reply = "S";
+          putU32(reply, uint32_t(pid));
+          putU32(reply, 0);
+          sendPacket(controlFd, reply, {});
+        }
+        continue;
+      }
+      if (request[0] != 'F') continue;
+      uint32_t mask = getU32(request, 1);
+      std::string options = request.substr(5);
+      ChildSetup setup;
+      setup.parentPid = ::getpid();
+      size_t next = 0;
+      auto take = [&](uint32_t bit) {
+        return (mask & bit) && next < received.size() ? received[next++].get() : -1;
+      };
+      setup.socketFd = take(1);
+      setup.crashFd = take(2);
+      setup.stdoutFd = take(4);
+      setup.stderrFd = take(8);
+      if (setup.socketFd < 0 || setup.crashFd < 0) {
+        sendPacket(controlFd, "Emissing fds", {});
+        continue;
+      }
+      try {
+        ChildProcess child = ChildProcess::fork([&] { childMain(options, setup); });
+        pid_t pid = child.release();
+        children.insert(pid);
+        std::string reply = "P";
+        putU32(reply, uint32_t(pid));
+        sendPacket(controlFd, reply, {});
+      } catch (kj::Exception& e) {
+        sendPacket(controlFd, std::string("E") + e.getDescription().cStr(), {});
+      }
+    }
+  } catch (...) {
+  }
+  // Children die with us (their PR_SET_PDEATHSIG); nothing to wait for.
+  ::_exit(0);
+}
+
+}  // namespace pi
