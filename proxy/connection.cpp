@@ -86,7 +86,7 @@ std::unique_ptr<Connection> Connection::launch(
   try {
     connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout));
   } catch (TerminationError& error) {
-    error.setCall("starting the isolated child");
+    error.setCall("its start-up");
     throw;
   }
   return connection;

@@ -458,6 +458,15 @@ def timeout(seconds):
         _core.set_thread_timeout(previous)
 
 
+def _stop_fork_server():
+    """Stops the process-wide fork server, if one runs (its children die with it). The next
+    'forkserver' context starts a new one."""
+    global _fork_server
+    with _fork_server_lock:
+        server, _fork_server = _fork_server, None
+    del server  # the handle's destructor closes the control socket and reaps the server
+
+
 def _forget_contexts_after_fork():
     global _fork_server
     _fork_server = None  # the parent's; a forked copy of its handle does nothing
@@ -474,6 +483,7 @@ def _terminate_all_at_exit():
             ctx.terminate()
         except Exception:  # at exit, a failing child must not hide the others
             pass
+    _stop_fork_server()
 
 
 os.register_at_fork(after_in_child=_forget_contexts_after_fork)
