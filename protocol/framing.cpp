@@ -1,4 +1,5 @@
 // Cap'n Proto stream framing of one message: sizes checked against limits.h before allocating.
+#include <optional>
 #include "protocol/framing.h"
 
 #include "protocol/limits.h"
@@ -17,13 +18,13 @@ uint32_t readLittle32(const kj::byte* p) {
 
 }  // namespace
 
-kj::Maybe<FrameSize> peekFrameSize(kj::ArrayPtr<const kj::byte> prefix) {
-  if (prefix.size() < 4) return nullptr;
+std::optional<FrameSize> peekFrameSize(kj::ArrayPtr<const kj::byte> prefix) {
+  if (prefix.size() < 4) return std::nullopt;
   uint64_t segmentCount = uint64_t(readLittle32(prefix.begin())) + 1;
   KJ_REQUIRE(segmentCount <= kMaxSegments, "frame header names too many segments",
              segmentCount, kMaxSegments);
   size_t headerBytes = ((segmentCount + 1) * 4 + 7) & ~size_t{7};
-  if (prefix.size() < 4 + segmentCount * 4) return nullptr;
+  if (prefix.size() < 4 + segmentCount * 4) return std::nullopt;
   uint64_t bodyBytes = 0;
   for (uint64_t i = 0; i < segmentCount; ++i) {
     uint64_t words = readLittle32(prefix.begin() + 4 + 4 * i);

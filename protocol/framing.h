@@ -1,6 +1,7 @@
 // Cap'n Proto stream framing of one message: sizes checked against limits.h before allocating.
 #pragma once
 
+#include <optional>
 #include <capnp/message.h>
 #include <kj/array.h>
 #include <kj/common.h>
@@ -20,7 +21,7 @@ struct FrameSize {
 // Reads the frame header at the start of `prefix`. Returns null while `prefix` is too short to
 // tell the sizes. Throws (kj FAILED) when the header asks for more segments than kMaxSegments or
 // more bytes than kMaxMessageBytes, so a hostile size never reaches an allocator.
-kj::Maybe<FrameSize> peekFrameSize(kj::ArrayPtr<const kj::byte> prefix);
+std::optional<FrameSize> peekFrameSize(kj::ArrayPtr<const kj::byte> prefix);
 
 // One received frame. Owns its words; reading it applies our ReaderOptions (traversal and nesting
 // limits), so an over-deep or amplifying message throws (kj FAILED) when it is read.

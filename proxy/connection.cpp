@@ -206,7 +206,7 @@ Connection::~Connection() {
 
 bool Connection::alive() {
   if (termination_ || endpoint_->closed()) return false;
-  KJ_IF_MAYBE(t, child_.tryReap()) {
+  if (auto t = child_.tryReap()) {
     Termination ended = finish(*t, Deadline::after(0));
     ended.reason = "it had ended between calls";
     termination_ = ended;
@@ -261,7 +261,7 @@ void Connection::connectionLost(Loss loss, const std::string& detail) {
     py::gil_scoped_release nogil;
     switch (loss) {
       case Loss::kDisconnected: {
-        KJ_IF_MAYBE(ended, child_.waitFor(Deadline::after(kDisconnectGraceSeconds))) {
+        if (auto ended = child_.waitFor(Deadline::after(kDisconnectGraceSeconds))) {
           t = *ended;
         } else {
           t = child_.killAndReap();
@@ -312,11 +312,11 @@ void Connection::terminate(double graceSeconds) {
   Termination t;
   {
     py::gil_scoped_release nogil;
-    KJ_IF_MAYBE(ended, child_.waitFor(Deadline::after(graceSeconds))) {
+    if (auto ended = child_.waitFor(Deadline::after(graceSeconds))) {
       t = *ended;
     } else {
       child_.kill(SIGTERM);
-      KJ_IF_MAYBE(ended2, child_.waitFor(Deadline::after(1.0))) {
+      if (auto ended2 = child_.waitFor(Deadline::after(1.0))) {
         t = *ended2;
       } else {
         t = child_.killAndReap();

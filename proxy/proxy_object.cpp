@@ -126,10 +126,10 @@ PyObject* forward(PyObject* self, wire::Op op, std::string_view name, CallArgs a
     }
   } catch (const ClientStateError&) {
     // restart='auto': a module proxy of an ended child is re-imported in a new child, once.
-    const py::object& hook = endpointOf(self) ? endpointOf(self)->restartHook() : py::object();
+    py::object hook = endpointOf(self) ? endpointOf(self)->restartHook() : py::object();
     if (attempt == 0 && asProxy(self)->isModule && hook) {
       try {
-        if (py::object(hook)(py::handle(self)).cast<bool>()) continue;
+        if (hook(py::handle(self)).cast<bool>()) continue;
       } catch (...) {
         pybind11::detail::try_translate_exceptions();
         return nullptr;

@@ -225,7 +225,7 @@ void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Dead
 bool Channel::hasBufferedFrame() const {
   if (!impl_) return false;
   auto available = kj::arrayPtr(impl_->buffer.data() + impl_->begin, impl_->buffered());
-  KJ_IF_MAYBE(size, peekFrameSize(available)) { return size->totalBytes <= available.size(); }
+  if (auto size = peekFrameSize(available)) { return size->totalBytes <= available.size(); }
   return false;
 }
 
@@ -236,7 +236,7 @@ IncomingFrame Channel::receive(Deadline deadline) {
   }
   for (;;) {
     auto available = kj::arrayPtr(impl_->buffer.data() + impl_->begin, impl_->buffered());
-    KJ_IF_MAYBE(size, peekFrameSize(available)) {
+    if (auto size = peekFrameSize(available)) {
       auto words = kj::heapArray<capnp::word>(size->totalBytes / 8);
       impl_->readExactly(reinterpret_cast<kj::byte*>(words.begin()), size->totalBytes, deadline);
       return IncomingFrame(kj::mv(words), *size);

@@ -1,4 +1,5 @@
 // A forked child process: fork (with the interpreter's fork hooks), pid + pidfd, kill, reap.
+#include <optional>
 #include "runtime/child_process.h"
 
 #include "runtime/fork_server.h"
@@ -134,22 +135,22 @@ ChildProcess::~ChildProcess() {
   }
 }
 
-kj::Maybe<Termination> ChildProcess::tryReap() {
+std::optional<Termination> ChildProcess::tryReap() {
   if (reaped_) return termination_;
-  if (owner_ != ::getpid()) return nullptr;
+  if (owner_ != ::getpid()) return std::nullopt;
   if (server_) {
     // Not our child: its pidfd says when it has exited, its fork server has the status.
     if (pidfd_) {
       pollfd pfd{pidfd_.get(), POLLIN, 0};
-      if (::poll(&pfd, 1, 0) <= 0) return nullptr;
+      if (::poll(&pfd, 1, 0) <= 0) return std::nullopt;
     }
     Termination t;
     t.pid = pid_;
     try {
-      KJ_IF_MAYBE(status, server_->reap(pid_, Deadline::after(pidfd_ ? 5.0 : 0.0))) {
+      if (auto status = server_->reap(pid_, Deadline::after(pidfd_ ? 5.0 : 0.0))) {
         t = Termination::fromWaitStatus(pid_, *status);
       } else {
-        return nullptr;
+        return std::nullopt;
       }
     } catch (kj::Exception&) {
       // The server is gone; so is the child (it dies with the server). Its status is lost.
@@ -164,7 +165,7 @@ kj::Maybe<Termination> ChildProcess::tryReap() {
   do {
     r = ::waitpid(pid_, &status, WNOHANG);
   } while (r < 0 && errno == EINTR);
-  if (r == 0) return nullptr;
+  if (r == 0) return std::nullopt;
   reaped_ = true;
   pidfd_.reset();
   if (r < 0) {
@@ -178,10 +179,10 @@ kj::Maybe<Termination> ChildProcess::tryReap() {
   return termination_;
 }
 
-kj::Maybe<Termination> ChildProcess::waitFor(Deadline deadline) {
+std::optional<Termination> ChildProcess::waitFor(Deadline deadline) {
   for (;;) {
-    KJ_IF_MAYBE(t, tryReap()) { return *t; }
-    if (deadline.expired()) return nullptr;
+    if (auto t = tryReap()) { return *t; }
+    if (deadline.expired()) return std::nullopt;
     if (pidfd_) {
       pollfd pfd{pidfd_.get(), POLLIN, 0};
       int n = ::poll(&pfd, 1, deadline.pollMillis(1000));
@@ -200,22 +201,22 @@ void ChildProcess::kill(int signal) {
 }
 
 Termination ChildProcess::reapBlocking() {
-  KJ_IF_MAYBE(t, waitFor(Deadline::never())) { return *t; }
+  if (auto t = waitFor(Deadline::never())) { return *t; }
   KJ_FAIL_ASSERT("waitFor without deadline returned nothing");
 }
 
 Termination ChildProcess::terminate(double graceSeconds) {
   if (reaped_) {
-    KJ_IF_MAYBE(t, termination_) { return *t; }
+    if (auto t = termination_) { return *t; }
   }
   kill(SIGTERM);
-  KJ_IF_MAYBE(t, waitFor(Deadline::after(graceSeconds))) { return *t; }
+  if (auto t = waitFor(Deadline::after(graceSeconds))) { return *t; }
   return killAndReap();
 }
 
 Termination ChildProcess::killAndReap() {
   if (reaped_) {
-    KJ_IF_MAYBE(t, termination_) { return *t; }
+    if (auto t = termination_) { return *t; }
   }
   kill(SIGKILL);
   return reapBlocking();

@@ -1,6 +1,7 @@
 // A forked child process: fork (with the interpreter's fork hooks), pid + pidfd, kill, reap.
 #pragma once
 
+#include <optional>
 #include "runtime/deadline.h"
 #include "runtime/termination.h"
 #include "runtime/unique_fd.h"
@@ -58,9 +59,9 @@ class ChildProcess {
   bool running() const { return !reaped_; }
 
   // Reaps the child if it has exited, without blocking.
-  kj::Maybe<Termination> tryReap();
+  std::optional<Termination> tryReap();
   // Waits until the child exits or the deadline passes; reaps it if it exited.
-  kj::Maybe<Termination> waitFor(Deadline deadline);
+  std::optional<Termination> waitFor(Deadline deadline);
   // Sends `signal` if the child has not been reaped. Never signals a reaped (recycled) pid.
   void kill(int signal);
   // SIGTERM, then SIGKILL if it is still running after `graceSeconds`; always reaps.
@@ -69,7 +70,7 @@ class ChildProcess {
   Termination killAndReap();
 
   // The termination, once reaped.
-  const kj::Maybe<Termination>& termination() const { return termination_; }
+  const std::optional<Termination>& termination() const { return termination_; }
 
  private:
   ChildProcess(pid_t pid, UniqueFd pidfd);
@@ -80,7 +81,7 @@ class ChildProcess {
   std::shared_ptr<ForkServerClient> server_;  // set for children of a fork server
   UniqueFd pidfd_;
   bool reaped_ = true;
-  kj::Maybe<Termination> termination_;
+  std::optional<Termination> termination_;
 };
 
 }  // namespace pi

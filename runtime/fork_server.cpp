@@ -8,6 +8,7 @@
 //   parent -> server  'R' <i32 pid>               reap pid once it has exited
 //   server -> parent  'S' <i32 pid> <i32 status>  its wait status
 //   server -> parent  'H'                         hello, once, when the server is ready
+#include <optional>
 #include "runtime/fork_server.h"
 
 #include <fcntl.h>
@@ -141,7 +142,7 @@ ForkServerClient::~ForkServerClient() {
 bool ForkServerClient::alive() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (broken_ || ::getpid() != owner_) return false;
-  if (server_.tryReap() != nullptr) broken_ = true;
+  if (server_.tryReap().has_value()) broken_ = true;
   return !broken_;
 }
 
@@ -197,7 +198,7 @@ pid_t ForkServerClient::forkChild(const std::string& options, int socketFd, int 
   return pid_t(getU32(reply, 1));
 }
 
-kj::Maybe<int> ForkServerClient::reap(pid_t pid, Deadline deadline) {
+std::optional<int> ForkServerClient::reap(pid_t pid, Deadline deadline) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::string request = "R";
   putU32(request, uint32_t(pid));
@@ -206,7 +207,7 @@ kj::Maybe<int> ForkServerClient::reap(pid_t pid, Deadline deadline) {
   try {
     reply = receiveReply(deadline);
   } catch (kj::Exception& e) {
-    if (e.getType() == kj::Exception::Type::OVERLOADED) return nullptr;
+    if (e.getType() == kj::Exception::Type::OVERLOADED) return std::nullopt;
     throw;
   }
   KJ_REQUIRE(reply[0] == 'S' && reply.size() == 9 && pid_t(getU32(reply, 1)) == pid,

@@ -1,6 +1,7 @@
 // A clean, single-threaded process that forks isolated children on request: client and server.
 #pragma once
 
+#include <optional>
 #include "runtime/child_main.h"
 #include "runtime/child_process.h"
 #include "runtime/deadline.h"
@@ -47,7 +48,7 @@ class ForkServerClient {
 
   // Reaps `pid` (a child of the server) and returns its wait status; waits for it to exit
   // until `deadline` (null then). Throws (kj DISCONNECTED) when the server is gone.
-  kj::Maybe<int> reap(pid_t pid, Deadline deadline);
+  std::optional<int> reap(pid_t pid, Deadline deadline);
 
   pid_t serverPid() const { return server_.pid(); }
   // True while the server runs and its socket works.

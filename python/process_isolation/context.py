@@ -201,14 +201,19 @@ class IsolationContext:
         connection = self._connection
         if connection is None:
             return
+        self._forget_child()
+        connection.terminate()
+        self._termination = connection.termination
+
+    def _forget_child(self):
+        """Drops the connection and the modules imported into its child (and their entries in
+        sys.modules)."""
         self._connection = None
         for name, proxy in self._registered.items():
             if sys.modules.get(name) is proxy:
                 del sys.modules[name]
         self._registered.clear()
         self._modules.clear()
-        connection.terminate()
-        self._termination = connection.termination
 
     def _abandon(self):
         """After fork, in the new process: this context's child belongs to the parent."""
@@ -228,12 +233,7 @@ class IsolationContext:
     def _note_ended(self, connection):
         if self._connection is connection:
             self._termination = connection.termination
-            self._connection = None
-            for name, proxy in self._registered.items():
-                if sys.modules.get(name) is proxy:
-                    del sys.modules[name]
-            self._registered.clear()
-            self._modules.clear()
+            self._forget_child()
 
     def __enter__(self):
         return self

@@ -1,4 +1,5 @@
 // Tests protocol/framing.cpp: frame sizes from the header, limits before allocation, read limits.
+#include <optional>
 #include "protocol/framing.h"
 
 #include "protocol/isolation.capnp.h"
@@ -42,7 +43,7 @@ kj::Array<capnp::word> copyOf(kj::ArrayPtr<const capnp::word> words) {
 
 // Parses a whole frame the way a receiver does: header first, then the frame.
 IncomingFrame readFrame(kj::ArrayPtr<const capnp::word> words) {
-  KJ_IF_MAYBE(size, peekFrameSize(words.asBytes())) {
+  if (auto size = peekFrameSize(words.asBytes())) {
     EXPECT_EQ(size->totalBytes, words.asBytes().size());
     return IncomingFrame(copyOf(words), *size);
   }
@@ -103,7 +104,7 @@ TEST(Framing, RoundTripsAMessageThroughOutgoingAndIncomingFrame) {
   ASSERT_EQ(joined.size(), words.asBytes().size());
   EXPECT_EQ(memcmp(joined.data(), words.asBytes().begin(), joined.size()), 0);
 
-  KJ_IF_MAYBE(size, peekFrameSize(words.asBytes())) {
+  if (auto size = peekFrameSize(words.asBytes())) {
     EXPECT_EQ(size->headerBytes, 8u);  // one segment: count and size fill one word
     EXPECT_EQ(size->totalBytes, words.asBytes().size());
     IncomingFrame incoming(copyOf(words), *size);
@@ -122,7 +123,7 @@ TEST(Framing, RoundTripsAMessageOfManySegments) {
   ASSERT_GT(segmentCount, 3u);
 
   auto words = frameToWords(message);
-  KJ_IF_MAYBE(size, peekFrameSize(words.asBytes())) {
+  if (auto size = peekFrameSize(words.asBytes())) {
     EXPECT_EQ(size->headerBytes, ((segmentCount + 1) * 4 + 7) & ~size_t{7});
   } else {
     FAIL() << "peekFrameSize returned null for a whole frame";
@@ -137,10 +138,10 @@ TEST(Framing, PeekFrameSizeReturnsNullWhileTheHeaderIsTruncated) {
     auto header = headerOf(segments - 1, sizes);
     size_t needed = 4 + 4 * segments;  // the count and every size
     for (size_t length = 0; length < needed; ++length) {
-      EXPECT_TRUE(peekFrameSize(kj::arrayPtr(header.data(), length)) == nullptr)
+      EXPECT_TRUE(peekFrameSize(kj::arrayPtr(header.data(), length)) == std::nullopt)
           << segments << " segments, prefix of " << length << " bytes";
     }
-    KJ_IF_MAYBE(size, peekFrameSize(bytesOf(header))) {
+    if (auto size = peekFrameSize(bytesOf(header))) {
       size_t headerBytes = (needed + 7) & ~size_t{7};
       EXPECT_EQ(size->headerBytes, headerBytes);
       EXPECT_EQ(size->totalBytes, headerBytes + segments * 5 * 8);
@@ -159,7 +160,7 @@ TEST(Framing, PeekFrameSizeRejectsMoreSegmentsThanTheLimitFromTheCountAlone) {
 
   // Exactly kMaxSegments is allowed.
   auto atLimit = headerOf(kMaxSegments - 1, std::vector<uint32_t>(kMaxSegments, 1));
-  KJ_IF_MAYBE(size, peekFrameSize(bytesOf(atLimit))) {
+  if (auto size = peekFrameSize(bytesOf(atLimit))) {
     EXPECT_EQ(size->totalBytes, size->headerBytes + kMaxSegments * 8);
   } else {
     FAIL() << "null for a complete header of kMaxSegments segments";
@@ -180,7 +181,7 @@ TEST(Framing, PeekFrameSizeRejectsATotalAboveTheLimitBeforeAllocating) {
 
   // The limit itself is inclusive: header plus body of exactly kMaxMessageBytes.
   auto atLimit = headerOf(0, {uint32_t((kMaxMessageBytes - 8) / 8)});
-  KJ_IF_MAYBE(size, peekFrameSize(bytesOf(atLimit))) {
+  if (auto size = peekFrameSize(bytesOf(atLimit))) {
     EXPECT_EQ(size->totalBytes, kMaxMessageBytes);
   } else {
     FAIL() << "null for a complete header at the limit";
@@ -203,7 +204,7 @@ TEST(Framing, IncomingFrameRejectsABufferThatDoesNotMatchItsHeader) {
   capnp::MallocMessageBuilder message;
   fillRequest(message.initRoot<wire::Message>(), 2);
   auto words = frameToWords(message);
-  KJ_IF_MAYBE(size, peekFrameSize(words.asBytes())) {
+  if (auto size = peekFrameSize(words.asBytes())) {
     FrameSize lying = *size;
     lying.totalBytes += 8;
     EXPECT_TRUE(throwsKj(kFailed, [&] { IncomingFrame frame(copyOf(words), lying); }));
@@ -252,7 +253,7 @@ TEST(Framing, GarbageEitherThrowsOrParsesWithinTheLimits) {
     if (random() % 2) bytes.resize(random() % (bytes.size() + 1));  // cut anywhere
 
     try {
-      KJ_IF_MAYBE(size, peekFrameSize(bytesOf(bytes))) {
+      if (auto size = peekFrameSize(bytesOf(bytes))) {
         ASSERT_LE(size->totalBytes, kMaxMessageBytes);
         ASSERT_EQ(size->totalBytes % 8, 0u);
         if (size->totalBytes > bytes.size()) continue;  // a reader would wait for more

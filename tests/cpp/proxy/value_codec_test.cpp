@@ -140,7 +140,7 @@ class ValueCodecTest : public ::testing::Test {
 
   // Reads `words` as a frame holding a request and decodes its first argument.
   std::pair<wire::Value::Which, py::object> decodeFrame(kj::Array<capnp::word> words) {
-    KJ_IF_MAYBE(size, peekFrameSize(words.asBytes())) {
+    if (auto size = peekFrameSize(words.asBytes())) {
       IncomingFrame frame(kj::mv(words), *size);
       auto arg = frame.getRoot<wire::Message>().getRequest().getArgs()[0];
       return {arg.which(), codec_.decode(arg)};

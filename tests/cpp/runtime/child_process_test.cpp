@@ -3,6 +3,7 @@
 // No interpreter runs here, so ChildProcess::fork skips the Python fork hooks. Every child is
 // owned by a ChildProcess, whose destructor kills and reaps it if a test fails early, and sets
 // PR_SET_PDEATHSIG so it cannot outlive a crashed test program.
+#include <optional>
 #include "runtime/child_process.h"
 
 #include "support/kj_expect.h"
@@ -70,7 +71,7 @@ class ReadySignal {
 };
 
 Termination waitOrFail(ChildProcess& child) {
-  KJ_IF_MAYBE(t, child.waitFor(Deadline::after(kPatience))) { return *t; }
+  if (auto t = child.waitFor(Deadline::after(kPatience))) { return *t; }
   ADD_FAILURE() << "child " << child.pid() << " did not end in time";
   return child.killAndReap();
 }
@@ -85,7 +86,7 @@ TEST(ChildProcess, ReportsTheExitCodeOfAChildThatExits) {
   EXPECT_EQ(*t.exitCode, 3);
   EXPECT_FALSE(t.signal.has_value());
   EXPECT_FALSE(child.running());
-  KJ_IF_MAYBE(stored, child.termination()) {
+  if (auto stored = child.termination()) {
     EXPECT_EQ(stored->exitCode, std::optional<int>(3));
   } else {
     ADD_FAILURE() << "termination() is empty after the child was reaped";
@@ -134,12 +135,12 @@ TEST(ChildProcess, WaitForReturnsNullWhenTheDeadlinePassesFirst) {
     for (;;) ::pause();
   });
   auto start = Clock::now();
-  EXPECT_TRUE(child.waitFor(Deadline::after(0.2)) == nullptr);
+  EXPECT_TRUE(child.waitFor(Deadline::after(0.2)) == std::nullopt);
   double elapsed = secondsSince(start);
   EXPECT_GE(elapsed, 0.19);
   EXPECT_LT(elapsed, 2.0);
   EXPECT_TRUE(child.running());
-  EXPECT_TRUE(child.tryReap() == nullptr);
+  EXPECT_TRUE(child.tryReap() == std::nullopt);
 
   Termination t = child.killAndReap();
   EXPECT_EQ(t.signal, std::optional<int>(SIGKILL));
@@ -220,7 +221,7 @@ TEST(ChildProcess, AMovedFromObjectNoLongerOwnsTheChild) {
     EXPECT_FALSE(child.running());
     EXPECT_TRUE(moved.running());
     child.kill(SIGKILL);  // must not reach the child
-    EXPECT_TRUE(moved.waitFor(Deadline::after(0.05)) == nullptr);
+    EXPECT_TRUE(moved.waitFor(Deadline::after(0.05)) == std::nullopt);
     EXPECT_EQ(::kill(pid, 0), 0);
   }
   EXPECT_EQ(::kill(pid, 0), -1);  // `moved` killed and reaped it
@@ -236,14 +237,14 @@ TEST(ChildProcess, ACopyInheritedByAnotherForkedProcessDoesNotActOnTheChild) {
   auto other = forkChild([&] {
     ChildProcess inherited(std::move(sibling));
     inherited.kill(SIGKILL);
-    bool reapedHere = inherited.tryReap() != nullptr;
+    bool reapedHere = inherited.tryReap() != std::nullopt;
     { ChildProcess dropped(std::move(inherited)); }
     if (reapedHere) ::_exit(2);
     ::_exit(::kill(siblingPid, 0) == 0 ? 0 : 1);
   });
   EXPECT_EQ(waitOrFail(other).exitCode, std::optional<int>(0));
   EXPECT_TRUE(sibling.running());
-  EXPECT_TRUE(sibling.tryReap() == nullptr);
+  EXPECT_TRUE(sibling.tryReap() == std::nullopt);
   EXPECT_EQ(sibling.killAndReap().signal, std::optional<int>(SIGKILL));
 }
 
@@ -253,7 +254,7 @@ TEST(ChildProcess, KillAndTerminateAfterReapingReturnTheStoredTermination) {
   child.kill(SIGKILL);  // a reaped pid may belong to someone else by now: must not be signalled
   EXPECT_EQ(child.terminate(0.1).exitCode, std::optional<int>(4));
   EXPECT_EQ(child.killAndReap().exitCode, std::optional<int>(4));
-  KJ_IF_MAYBE(t, child.tryReap()) {
+  if (auto t = child.tryReap()) {
     EXPECT_EQ(t->exitCode, std::optional<int>(4));
   } else {
     ADD_FAILURE() << "tryReap after reaping returned nothing";
