@@ -23,6 +23,12 @@ $Cxx.namespace("pi::wire");
 
 struct Message {
   # One frame on the wire.
+
+  fdCount @5 :UInt16;
+  # How many file descriptors travel with this frame (SCM_RIGHTS on its first byte). The
+  # receiver takes exactly this many from what arrived, in order, and closes any the message
+  # does not use; `Buffer.fd` indexes them.
+
   union {
     request @0 :Request;
     # Ask the peer to do something with one of its objects. The peer answers with a `response`
@@ -184,7 +190,22 @@ struct Value {
     exception @19 :ExceptionValue;
                               # an instance of a builtin exception class, by value (class and
                               # args; its traceback and chained exceptions stay behind)
+    buffer @20 :Buffer;       # a large bytes or bytearray, out of band in a sealed memfd
   }
+}
+
+struct Buffer {
+  # The bytes of a large bytes-like value, in a memfd passed with the frame rather than in it:
+  # the sender writes them once and seals the memfd (no shrinking, growing or writing), the
+  # receiver checks the seals and the size and reads them once. No socket chunking, no capnp copy.
+
+  kind @0 :Kind;
+  enum Kind {
+    bytes @0;
+    bytearray @1;
+  }
+  size @1 :UInt64;            # bytes of payload, at most kMaxBufferBytes
+  fd @2 :UInt16;              # index into the frame's file descriptors
 }
 
 struct ExceptionValue {

@@ -10,6 +10,16 @@ namespace pi {
 // anything is allocated. Larger payloads must travel out of band.
 constexpr size_t kMaxMessageBytes = size_t{512} << 20;
 
+// Bytes values at least this large travel out of band, in a sealed memfd (Value.buffer).
+constexpr size_t kBufferThresholdBytes = size_t{1} << 20;
+
+// The largest out-of-band buffer a reader accepts (checked before it allocates).
+constexpr uint64_t kMaxBufferBytes = uint64_t{4} << 30;
+
+// Most file descriptors one frame may carry; more received than frames claim is a protocol
+// error.
+constexpr uint32_t kMaxFrameFds = 64;
+
 // Most segments one frame may have. Our writers use a handful; the limit bounds the header.
 constexpr uint32_t kMaxSegments = 512;
 

@@ -18,7 +18,7 @@ namespace {
 // How long a child that closed its socket gets to finish dying before it is killed.
 constexpr double kDisconnectGraceSeconds = 5.0;
 // How long a timed-out child gets to write its traceback before it is killed.
-constexpr double kTracebackGraceSeconds = 1.0;
+constexpr double kTracebackGraceSeconds = 0.5;
 // How long a quiet crash pipe must stay quiet, once the child has written to it, to count as
 // finished.
 constexpr double kQuietSeconds = 0.05;

@@ -4,6 +4,7 @@
 #include "proxy/proxy_object.h"
 #include "proxy/remote_error.h"
 #include "proxy/specials.h"
+#include "protocol/limits.h"
 #include "runtime/termination.h"
 
 #include <capnp/message.h>
@@ -86,6 +87,31 @@ class Endpoint::IoLock {
  private:
   std::unique_lock<std::recursive_mutex> lock_;
 };
+
+class Endpoint::FdScope {
+ public:
+  FdScope(Endpoint& endpoint, std::vector<UniqueFd>& fds) : endpoint_(endpoint) {
+    endpoint_.outgoingFds_.push_back(&fds);
+  }
+  ~FdScope() { endpoint_.outgoingFds_.pop_back(); }
+  FdScope(const FdScope&) = delete;
+  FdScope& operator=(const FdScope&) = delete;
+
+ private:
+  Endpoint& endpoint_;
+};
+
+int Endpoint::attachFd(UniqueFd fd) {
+  if (outgoingFds_.empty() || outgoingFds_.back()->size() >= kMaxFrameFds) return -1;
+  outgoingFds_.back()->push_back(std::move(fd));
+  return int(outgoingFds_.back()->size() - 1);
+}
+
+UniqueFd Endpoint::takeFd(uint32_t index) {
+  KJ_REQUIRE(index < incomingFds_.size() && incomingFds_[index],
+             "peer named a file descriptor its message does not carry", index);
+  return std::move(incomingFds_[index]);
+}
 
 Endpoint::Endpoint(UniqueFd socket, Role role)
     : role_(role),
@@ -176,7 +202,13 @@ void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
   imports_.dropped(id, proxy);
 }
 
-void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline) {
+void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
+                           std::vector<UniqueFd>* fds) {
+  std::vector<int> rawFds;
+  if (fds != nullptr && !fds->empty()) {
+    message.getRoot<wire::Message>().setFdCount(uint16_t(fds->size()));
+    for (auto& fd : *fds) rawFds.push_back(fd.get());
+  }
   kj::Vector<kj::ArrayPtr<const kj::byte>> pieces;
   OutgoingFrame frame(message);
   for (auto piece : frame.pieces()) pieces.add(piece);
@@ -200,11 +232,12 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline) {
     for (auto piece : releaseFrame->pieces()) pieces.add(piece);
   }
   try {
+    auto fdArray = kj::arrayPtr(rawFds.data(), rawFds.size());
     if (frame.totalBytes() > kReleaseGilForSendBytes) {
       py::gil_scoped_release nogil;
-      channel_.send(pieces, deadline);
+      channel_.send(pieces, deadline, fdArray);
     } else {
-      channel_.send(pieces, deadline);
+      channel_.send(pieces, deadline, fdArray);
     }
   } catch (kj::Exception& e) {
     fail(e.getType() == kj::Exception::Type::OVERLOADED ? EndpointObserver::Loss::kTimeout
@@ -217,12 +250,18 @@ IncomingFrame Endpoint::receive(Deadline deadline) {
   if (pendingFrame_) {
     IncomingFrame frame = std::move(*pendingFrame_);
     pendingFrame_.reset();
-    return frame;
+    return frame;  // its fds were taken when it was read ahead
   }
   try {
-    if (channel_.hasBufferedFrame()) return channel_.receive(deadline);
-    py::gil_scoped_release nogil;
-    return channel_.receive(deadline);
+    std::optional<IncomingFrame> frame;
+    if (channel_.hasBufferedFrame()) {
+      frame.emplace(channel_.receive(deadline));
+    } else {
+      py::gil_scoped_release nogil;
+      frame.emplace(channel_.receive(deadline));
+    }
+    incomingFds_ = channel_.takeFds(frame->getRoot<wire::Message>().getFdCount());
+    return std::move(*frame);
   } catch (kj::Exception& e) {
     auto loss = EndpointObserver::Loss::kDisconnected;
     if (e.getType() == kj::Exception::Type::OVERLOADED) {
@@ -241,6 +280,8 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
   ensureUsable();
   uint64_t callId = nextCallId_++;
   {
+    std::vector<UniqueFd> fds;
+    FdScope fdScope(*this, fds);
     std::optional<capnp::MallocMessageBuilder> message;
     bool usingScratch = !scratchInUse_;
     if (usingScratch) {
@@ -268,7 +309,7 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
         codec_.encode(args.args[args.nargs + i], kwargs[unsigned(i)].initValue());
       }
     }
-    sendMessage(*message, deadline);
+    sendMessage(*message, deadline, &fds);
   }
   return awaitResponse(callId, deadline);
 }
@@ -352,6 +393,7 @@ void Endpoint::applyBufferedReleases() {
     while (!pendingFrame_ && !closed_ && channel_.hasBufferedFrame()) {
       IncomingFrame frame = channel_.receive(Deadline::never());
       auto message = frame.getRoot<wire::Message>();
+      incomingFds_ = channel_.takeFds(message.getFdCount());
       if (!message.isRelease()) {
         pendingFrame_.emplace(std::move(frame));
         return;
@@ -366,6 +408,8 @@ void Endpoint::applyBufferedReleases() {
 void Endpoint::serveRequest(wire::Request::Reader request) {
   uint64_t callId = request.getCallId();
   wire::Op op = request.getOp();
+  std::vector<UniqueFd> fds;
+  FdScope fdScope(*this, fds);
   capnp::MallocMessageBuilder reply;
   auto response = reply.initRoot<wire::Message>().initResponse();
   response.setCallId(callId);
@@ -404,7 +448,7 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
     py::error_already_set converted;
     encodeCurrentError(converted);
   }
-  sendMessage(reply, Deadline::never());
+  sendMessage(reply, Deadline::never(), &fds);
 }
 
 void Endpoint::applyRelease(wire::Release::Reader release) {

@@ -122,6 +122,8 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   py::object importRef(wire::Ref::Reader ref) override;
   py::object resolveBack(uint64_t id) override;
   bool peerIdOf(py::handle object, uint64_t& id) override;
+  int attachFd(UniqueFd fd) override;
+  UniqueFd takeFd(uint32_t index) override;
 
  private:
   class IoLock;
@@ -130,7 +132,12 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   void serveRequest(wire::Request::Reader request);
   void applyRelease(wire::Release::Reader release);
   void applyBufferedReleases();
-  void sendMessage(capnp::MessageBuilder& message, Deadline deadline);
+  // Sends `message` (with the fds its encoding attached, when `fds` is given) and any pending
+  // releases.
+  void sendMessage(capnp::MessageBuilder& message, Deadline deadline,
+                   std::vector<UniqueFd>* fds = nullptr);
+  // While alive, attachFd() adds to `fds`: the fds of the message being encoded.
+  class FdScope;
   IncomingFrame receive(Deadline deadline);
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
@@ -158,6 +165,9 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   std::unordered_set<uint64_t> staleCalls_;
   // A frame read ahead (while looking for releases) that the next receive() returns.
   std::optional<IncomingFrame> pendingFrame_;
+  // The fds of the message being encoded (innermost encoding last), and of the one decoded.
+  std::vector<std::vector<UniqueFd>*> outgoingFds_;
+  std::vector<UniqueFd> incomingFds_;
   Deadline staleDeadline_;
   double defaultTimeout_ = -1;
   py::object restartHook_;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "protocol/isolation.capnp.h"
+#include "runtime/unique_fd.h"
 
 #include <pybind11/pybind11.h>
 
@@ -25,6 +26,12 @@ class CodecPeer {
   virtual py::object resolveBack(uint64_t id) = 0;
   // When `object` stands for a peer object on this connection, stores its peer id in `id`.
   virtual bool peerIdOf(py::handle object, uint64_t& id) = 0;
+  // Sends `fd` with the message being encoded; returns its index in the message's fds. May
+  // return -1 when this connection cannot carry fds (the codec then sends the bytes inline).
+  virtual int attachFd(UniqueFd fd) = 0;
+  // The fd at `index` of the message being decoded, taken (each index once). Throws (kj FAILED)
+  // for an index the message does not have.
+  virtual UniqueFd takeFd(uint32_t index) = 0;
 };
 
 // The classes and singletons of the `builtins` module, which cross by name. Built from the
@@ -60,6 +67,10 @@ class ValueCodec {
 
  private:
   void encodeBigInt(py::handle object, wire::Value::Builder out);
+  // Large bytes/bytearray out of band (a sealed memfd); false when that is not possible.
+  bool encodeBuffer(const char* data, size_t size, wire::Buffer::Kind kind,
+                    wire::Value::Builder out, bool immutable);
+  py::object decodeBuffer(wire::Buffer::Reader in);
   py::object decodeBigInt(capnp::Data::Reader data);
 
   CodecPeer& peer_;

@@ -1,6 +1,8 @@
 // The byte stream to the peer: whole frames in and out over a Unix socket, with deadlines.
 #include "runtime/channel.h"
 
+#include "protocol/limits.h"
+
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -12,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <vector>
 
@@ -30,6 +33,32 @@ constexpr size_t kReadChunk = 64 * 1024;
                                          ec.message()));
   }
   kj::throwFatalException(KJ_EXCEPTION(FAILED, "socket error", what, ec.message()));
+}
+
+// One sendmsg of `batch` with `fds` attached (SCM_RIGHTS). Errors as Asio reports them.
+size_t sendWithFds(int socket, const std::vector<boost::asio::const_buffer>& batch,
+                   kj::ArrayPtr<const int> fds, boost::system::error_code& ec) {
+  std::vector<iovec> iov;
+  for (auto& piece : batch) iov.push_back(iovec{const_cast<void*>(piece.data()), piece.size()});
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = iov.size();
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+  cmsghdr* header = CMSG_FIRSTHDR(&msg);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  memcpy(CMSG_DATA(header), fds.begin(), sizeof(int) * fds.size());
+  ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+  if (n < 0) {
+    ec = boost::system::error_code(errno, boost::system::system_category());
+    if (errno == EAGAIN || errno == EWOULDBLOCK) ec = boost::asio::error::would_block;
+    return 0;
+  }
+  ec.clear();
+  return size_t(n);
 }
 
 }  // namespace
@@ -111,6 +140,50 @@ struct Channel::Impl {
 
   size_t buffered() const { return end - begin; }
 
+  // Descriptors received (SCM_RIGHTS) and not yet taken by a frame.
+  std::deque<UniqueFd> receivedFds;
+
+  // One recvmsg into [data, data + size), keeping any descriptors that come with it. Reports
+  // errors like Asio's read_some (eof for an orderly shutdown).
+  size_t readSome(kj::byte* data, size_t size, boost::system::error_code& ec) {
+    iovec iov{data, size};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n = ::recvmsg(socket.native_handle(), &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      ec = boost::system::error_code(errno, boost::system::system_category());
+      return 0;
+    }
+    for (cmsghdr* header = CMSG_FIRSTHDR(&msg); header != nullptr;
+         header = CMSG_NXTHDR(&msg, header)) {
+      if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
+        receivedFds.emplace_back(fd);
+      }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+      ec = boost::system::errc::make_error_code(boost::system::errc::message_size);
+      return 0;
+    }
+    if (receivedFds.size() > kMaxFrameFds * 4) {
+      ec = boost::system::errc::make_error_code(boost::system::errc::too_many_files_open);
+      return 0;
+    }
+    if (n == 0 && size > 0) {
+      ec = boost::asio::error::eof;
+      return 0;
+    }
+    ec.clear();
+    return size_t(n);
+  }
+
   // Reads whatever is available (at least one byte) into the buffer tail.
   void fill(const Deadline& deadline) {
     if (begin == end) begin = end = 0;
@@ -122,7 +195,7 @@ struct Channel::Impl {
     }
     for (;;) {
       boost::system::error_code ec;
-      size_t n = socket.read_some(boost::asio::buffer(buffer.data() + end, buffer.size() - end), ec);
+      size_t n = readSome(buffer.data() + end, buffer.size() - end, ec);
       if (!ec) {
         end += n;
         return;
@@ -144,7 +217,7 @@ struct Channel::Impl {
     size_t done = fromBuffer;
     while (done < size) {
       boost::system::error_code ec;
-      size_t n = socket.read_some(boost::asio::buffer(out + done, size - done), ec);
+      size_t n = readSome(out + done, size - done, ec);
       if (!ec) {
         done += n;
         continue;
@@ -185,7 +258,9 @@ void Channel::setWaitHook(std::function<void()> hook, int periodMillis) {
   impl_->hookPeriodMillis = periodMillis;
 }
 
-void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline) {
+void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline,
+                   kj::ArrayPtr<const int> fds) {
+  KJ_REQUIRE(fds.size() <= kMaxFrameFds, "too many fds for one frame");
   if (!impl_) throwClosed();
   if (impl_->isShutdown) {
     kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was shut down"));
@@ -196,12 +271,15 @@ void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Dead
     if (piece.size() > 0) buffers.emplace_back(piece.begin(), piece.size());
   }
   size_t first = 0;
+  bool fdsSent = fds.size() == 0;
   while (first < buffers.size()) {
     boost::system::error_code ec;
     // Gather as many pieces as sendmsg takes at once (IOV_MAX is 1024 on Linux).
     size_t last = std::min(buffers.size(), first + 512);
     std::vector<boost::asio::const_buffer> batch(buffers.begin() + first, buffers.begin() + last);
-    size_t n = impl_->socket.write_some(batch, ec);
+    size_t n = fdsSent ? impl_->socket.write_some(batch, ec)
+                       : sendWithFds(impl_->socket.native_handle(), batch, fds, ec);
+    if (!ec && n > 0) fdsSent = true;
     if (ec) {
       if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
         impl_->wait(POLLOUT, deadline);
@@ -220,6 +298,17 @@ void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Dead
       }
     }
   }
+}
+
+std::vector<UniqueFd> Channel::takeFds(size_t count) {
+  KJ_REQUIRE(impl_ != nullptr && count <= impl_->receivedFds.size(),
+             "peer's frame claims file descriptors it did not send", count);
+  std::vector<UniqueFd> out;
+  for (size_t i = 0; i < count; ++i) {
+    out.push_back(std::move(impl_->receivedFds.front()));
+    impl_->receivedFds.pop_front();
+  }
+  return out;
 }
 
 bool Channel::hasBufferedFrame() const {

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace pi {
 
@@ -31,12 +32,18 @@ class Channel {
   Channel& operator=(const Channel&) = delete;
 
   // Writes all of `pieces` (one or more frames) in order. Partial writes are resumed; waits for
-  // buffer space until `deadline`.
-  void send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline);
+  // buffer space until `deadline`. `fds` (borrowed; they must stay open until send returns)
+  // travel with the first byte (SCM_RIGHTS), which must begin the frame that counts them.
+  void send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Deadline deadline,
+            kj::ArrayPtr<const int> fds = nullptr);
 
   // Reads one whole frame, waiting until `deadline`. Bytes after it stay buffered for the next
   // call. The frame header is checked against the limits before its body is allocated.
   IncomingFrame receive(Deadline deadline);
+
+  // Takes the next `count` file descriptors that arrived (in the order they were sent). Throws
+  // (kj FAILED) when fewer arrived: the peer's frame claimed fds it did not send.
+  std::vector<UniqueFd> takeFds(size_t count);
 
   // True when a whole frame is already buffered, so receive() will not block.
   bool hasBufferedFrame() const;

@@ -120,6 +120,7 @@ class IsolationContext:
         self.start_timeout = start_timeout
         self._connection = None
         self._modules = {}
+        self._module_paths = {}  # name -> the path it was first imported with, for restarts
         self._registered = {}
         self._termination = None
         self._lock = threading.RLock()
@@ -295,12 +296,14 @@ class IsolationContext:
             module = self._modules.get(name)
             if module is not None:
                 return module
+            paths = [os.fspath(p) for p in (path or ())]
             try:
-                module = connection.import_module(name, [os.fspath(p) for p in (path or ())])
+                module = connection.import_module(name, paths)
             except ProcessTerminationError:
                 self._note_ended(connection)
                 raise
             self._modules[name] = module
+            self._module_paths.setdefault(name, paths)
             existing = sys.modules.get(name)
             if _register and (existing is None or _core.isproxy(existing)):
                 sys.modules[name] = module
@@ -355,7 +358,7 @@ class IsolationContext:
                 self._shutdown()
                 self._termination = None
                 self._start()
-            fresh = self._connection.import_module(name, [])
+            fresh = self._connection.import_module(name, self._module_paths.get(name, []))
             _core.adopt(proxy, fresh)
             self._modules[name] = proxy
             existing = sys.modules.get(name)

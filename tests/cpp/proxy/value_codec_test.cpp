@@ -15,6 +15,9 @@
 #include <gtest/gtest.h>
 #include <kj/debug.h>
 #include <pybind11/eval.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -52,6 +55,17 @@ class FakePeer : public CodecPeer {
     id = found->second;
     return true;
   }
+  // Fds "sent" with a message land here, and are "received" from here.
+  int attachFd(UniqueFd fd) override {
+    fds.push_back(std::move(fd));
+    return int(fds.size() - 1);
+  }
+  UniqueFd takeFd(uint32_t index) override {
+    KJ_REQUIRE(index < fds.size() && fds[index], "no such fd", index);
+    return std::move(fds[index]);
+  }
+
+  std::vector<UniqueFd> fds;
 
   std::vector<py::object> exported;
   std::unordered_map<uint64_t, py::object> backs;      // what `back` ids resolve to
@@ -377,6 +391,67 @@ TEST_F(ValueCodecTest, DecodeRefusesAValueOfAnUnknownKind) {
       ASSERT_GE(data.size(), (offset + 1) * 2);
       uint16_t unknown = 999;
       memcpy(data.begin() + offset * 2, &unknown, 2);
+    });
+  }));
+}
+
+}  // namespace
+}  // namespace pi
+
+namespace pi {
+namespace {
+
+TEST_F(ValueCodecTest, SendsLargeBytesOutOfBandInASealedMemfd) {
+  for (const char* source : {"b'ab' * (1 << 20)", "bytearray(b'cd') * (1 << 20)"}) {
+    py::object value = eval(source);
+    EXPECT_EQ(kindOf(value), wire::Value::BUFFER) << source;
+    ASSERT_EQ(peer_.fds.size(), 1u);
+    int seals = ::fcntl(peer_.fds[0].get(), F_GET_SEALS);
+    EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_WRITE | F_SEAL_GROW),
+              F_SEAL_SHRINK | F_SEAL_WRITE | F_SEAL_GROW);
+    peer_.fds.clear();
+    py::object back = roundTrip(value);
+    EXPECT_TRUE(same(back, value)) << source;
+    peer_.fds.clear();
+  }
+  // Below the threshold, inline.
+  EXPECT_EQ(kindOf(eval("b'x' * 1000")), wire::Value::BYTES);
+  EXPECT_TRUE(peer_.fds.empty());
+}
+
+TEST_F(ValueCodecTest, RefusesABufferThatIsNotSealedOrNotItsSize) {
+  auto sendFd = [&](int fd, uint64_t size) {
+    return decodeBuilt([&](wire::Value::Builder out) {
+      peer_.fds.clear();
+      peer_.fds.emplace_back(fd);
+      auto buffer = out.initBuffer();
+      buffer.setKind(wire::Buffer::Kind::BYTES);
+      buffer.setSize(size);
+      buffer.setFd(0);
+    });
+  };
+  // A memfd the "peer" can still shrink or write: refused.
+  int open = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(open, 0);
+  ASSERT_EQ(::ftruncate(open, 4096), 0);
+  EXPECT_TRUE(throwsKj(kj::Exception::Type::FAILED, [&] { sendFd(open, 4096); }, "sealed"));
+  // Sealed, but smaller than it claims: refused before anything is allocated.
+  int sealed = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_EQ(::ftruncate(sealed, 4096), 0);
+  ASSERT_EQ(::fcntl(sealed, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE), 0);
+  EXPECT_TRUE(throwsKj(kj::Exception::Type::FAILED, [&] { sendFd(sealed, 1 << 30); }, "size"));
+  // A pipe is no buffer at all.
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  ::close(pipes[1]);
+  EXPECT_TRUE(throwsKj(kj::Exception::Type::FAILED, [&] { sendFd(pipes[0], 16); }));
+  // An index the message does not carry.
+  EXPECT_TRUE(throwsKj(kj::Exception::Type::FAILED, [&] {
+    decodeBuilt([&](wire::Value::Builder out) {
+      peer_.fds.clear();
+      auto buffer = out.initBuffer();
+      buffer.setSize(16);
+      buffer.setFd(3);
     });
   }));
 }
