@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace pi {
@@ -57,10 +58,13 @@ OutputFds openOutput(const OutputSpec& spec) {
 
 }  // namespace
 
+bool onMainThread() { return ::syscall(SYS_gettid) == ::getpid(); }
+
 std::unique_ptr<Connection> Connection::launch(
-    const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd)>&
-        makeChild,
-    double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec) {
+    const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd,
+                                     int lifelineFd)>& makeChild,
+    double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec,
+    bool withLifeline) {
   int sockets[2];
   KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets));
   UniqueFd parentSocket(sockets[0]);
@@ -71,18 +75,26 @@ std::unique_ptr<Connection> Connection::launch(
   UniqueFd crashWrite(pipes[1]);
   OutputFds out = openOutput(stdoutSpec);
   OutputFds err = openOutput(stderrSpec);
+  UniqueFd lifelineRead, lifelineWrite;
+  if (withLifeline) {
+    KJ_SYSCALL(::pipe2(pipes, O_CLOEXEC));
+    lifelineRead.reset(pipes[0]);
+    lifelineWrite.reset(pipes[1]);
+  }
 
-  ChildProcess child =
-      makeChild(childSocket.get(), crashWrite.get(), out.childEnd.get(), err.childEnd.get());
+  ChildProcess child = makeChild(childSocket.get(), crashWrite.get(), out.childEnd.get(),
+                                 err.childEnd.get(), lifelineRead.get());
   childSocket.reset();
   crashWrite.reset();
   out.childEnd.reset();
   err.childEnd.reset();
+  lifelineRead.reset();
   KJ_SYSCALL(::fcntl(crashRead.get(), F_SETFL, O_NONBLOCK));
 
   std::unique_ptr<Connection> connection(
       new Connection(std::move(child), std::move(crashRead), std::move(parentSocket),
                      std::move(out.parentEnd), std::move(err.parentEnd)));
+  connection->lifeline_ = std::move(lifelineWrite);
   try {
     connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout));
   } catch (TerminationError& error) {
@@ -97,30 +109,34 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
                                               const OutputSpec& stderrSpec) {
   ChildServer server(std::move(bootstrap));
   return launch(
-      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd) {
+      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd, int lifelineFd) {
         ChildSetup setup;
         setup.socketFd = socketFd;
         setup.crashFd = crashFd;
         setup.parentPid = ::getpid();
         setup.stdoutFd = stdoutFd;
         setup.stderrFd = stderrFd;
+        setup.lifelineFd = lifelineFd;
+        setup.deathSignal = onMainThread();
         return ChildProcess::fork([&] { runChild(setup, server); });
       },
-      startTimeout, stdoutSpec, stderrSpec);
+      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/true);
 }
 
 std::unique_ptr<Connection> Connection::spawn(const std::vector<std::string>& argv,
                                               double startTimeout, const OutputSpec& stdoutSpec,
                                               const OutputSpec& stderrSpec) {
   return launch(
-      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd) {
-        std::vector<std::pair<int, int>> fds{{socketFd, kSpawnSocketFd}, {crashFd, kSpawnCrashFd}};
+      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd, int lifelineFd) {
+        std::vector<std::pair<int, int>> fds{{socketFd, kSpawnSocketFd},
+                                             {crashFd, kSpawnCrashFd},
+                                             {lifelineFd, kSpawnLifelineFd}};
         if (stdoutFd >= 0) fds.emplace_back(stdoutFd, 1);
         if (stderrFd >= 0) fds.emplace_back(stderrFd, 2);
         py::gil_scoped_release nogil;
         return ChildProcess::spawn(argv, fds);
       },
-      startTimeout, stdoutSpec, stderrSpec);
+      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/true);
 }
 
 std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServerClient> server,
@@ -128,8 +144,10 @@ std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServer
                                                       double startTimeout,
                                                       const OutputSpec& stdoutSpec,
                                                       const OutputSpec& stderrSpec) {
+  // The fork server's children need no lifeline: their parent is the single-threaded server,
+  // so PR_SET_PDEATHSIG is right for them, and the server has a lifeline of its own.
   return launch(
-      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd) {
+      [&](int socketFd, int crashFd, int stdoutFd, int stderrFd, int) {
         pid_t pid;
         {
           py::gil_scoped_release nogil;
@@ -138,7 +156,7 @@ std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServer
         }
         return ChildProcess::adopt(pid, server);
       },
-      startTimeout, stdoutSpec, stderrSpec);
+      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/false);
 }
 
 Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
@@ -191,6 +209,7 @@ Connection::~Connection() {
   if (::getpid() != ownerPid_) {
     // Inherited across fork: not our fds.
     crashPipe_.release();
+    lifeline_.release();
     stdoutPipe_.release();
     stderrPipe_.release();
     endpoint_->close("this context belongs to another process");

@@ -20,6 +20,11 @@ namespace py = pybind11;
 // The fd numbers a spawned child finds its socket and crash pipe at (runChild moves them on).
 constexpr int kSpawnSocketFd = 100;
 constexpr int kSpawnCrashFd = 101;
+constexpr int kSpawnLifelineFd = 103;
+
+// True when the calling thread is its process's main thread (so PR_SET_PDEATHSIG, which fires
+// when the thread that made a child ends, is safe to use for that child).
+bool onMainThread();
 
 // Where a child's stdout or stderr goes.
 struct OutputSpec {
@@ -80,9 +85,10 @@ class Connection : public EndpointObserver {
   Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket, UniqueFd stdoutPipe,
              UniqueFd stderrPipe);
   static std::unique_ptr<Connection> launch(
-      const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd)>&
-          makeChild,
-      double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec);
+      const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd,
+                                       int lifelineFd)>& makeChild,
+      double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec,
+      bool withLifeline);
   std::string drainCrashPipe(Deadline deadline);
   void drainOutput();
   Termination finish(Termination termination, Deadline crashReportDeadline);
@@ -90,6 +96,7 @@ class Connection : public EndpointObserver {
   pid_t ownerPid_;
   ChildProcess child_;
   UniqueFd crashPipe_;
+  UniqueFd lifeline_;    // write end of the child's lifeline; closed once the child is reaped
   UniqueFd stdoutPipe_;  // read ends of captured output, or empty
   UniqueFd stderrPipe_;
   OutputTail stdoutTail_;

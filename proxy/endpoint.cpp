@@ -459,24 +459,44 @@ void Endpoint::applyRelease(wire::Release::Reader release) {
 }
 
 void Endpoint::exitForSystemExit(const py::error_already_set& error) {
+  // What the interpreter does with an uncaught SystemExit, minus the interpreter's shutdown
+  // (the parent's atexit handlers must not run here): None is 0, an int is itself, anything
+  // else is printed to stderr and is 1.
   int status = 0;
-  py::object code = py::reinterpret_steal<py::object>(
-      PyObject_GetAttrString(error.value().ptr(), "code"));
-  if (!code) {
+  PyObject* code = PyObject_GetAttrString(error.value().ptr(), "code");
+  if (code == nullptr) {
     PyErr_Clear();
-  } else if (code.is_none()) {
+  } else if (code == Py_None) {
     status = 0;
-  } else if (PyLong_Check(code.ptr())) {
-    status = int(PyLong_AsLong(code.ptr()));
-  } else {
-    py::print(code, py::arg("file") = py::module_::import("sys").attr("stderr"));
-    status = 1;
-  }
-  for (const char* stream : {"stdout", "stderr"}) {
-    try {
-      py::module_::import("sys").attr(stream).attr("flush")();
-    } catch (py::error_already_set&) {
+  } else if (PyLong_Check(code)) {
+    status = int(PyLong_AsLong(code));
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      status = 1;
     }
+  } else {
+    status = 1;
+    PyObject* text = PyObject_Str(code);
+    const char* utf8 = text != nullptr ? PyUnicode_AsUTF8(text) : nullptr;
+    if (utf8 != nullptr) {
+      // Straight to fd 2, so neither a broken sys.stderr nor a failed print changes the status.
+      std::string line = std::string(utf8) + "\n";
+      for (size_t done = 0; done < line.size();) {
+        ssize_t n = ::write(2, line.data() + done, line.size() - done);
+        if (n <= 0) break;
+        done += size_t(n);
+      }
+    }
+    PyErr_Clear();
+    Py_XDECREF(text);
+  }
+  Py_XDECREF(code);
+  for (const char* name : {"stdout", "stderr"}) {
+    PyObject* stream = PySys_GetObject(name);  // borrowed
+    if (stream == nullptr || stream == Py_None) continue;
+    PyObject* result = PyObject_CallMethod(stream, "flush", nullptr);
+    if (result == nullptr) PyErr_Clear();
+    Py_XDECREF(result);
   }
   ::_exit(status & 0xff);
 }

@@ -145,8 +145,8 @@ PYBIND11_MODULE(_core, m) {
   m.attr("FORK_SERVER_CONTROL_FD") = pi::kForkServerControlFd;
   m.def(
       "run_fork_server",
-      [](int parentPid, py::object childMain) {
-        pi::runForkServer(pi::kForkServerControlFd, parentPid,
+      [](int parentPid, bool deathSignal, py::object childMain) {
+        pi::runForkServer(pi::kForkServerControlFd, parentPid, deathSignal,
                           [&](const std::string& options, const pi::ChildSetup& setup) {
                             // In the new child: the bootstrap comes from the options.
                             py::object bootstrap;
@@ -243,11 +243,13 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "serve_spawned",
-      [](int parentPid, py::object bootstrap) {
+      [](int parentPid, bool deathSignal, py::object bootstrap) {
         // In a spawned child: the fds are where Connection::spawn put them.
         pi::ChildSetup setup;
         setup.socketFd = pi::kSpawnSocketFd;
         setup.crashFd = pi::kSpawnCrashFd;
+        setup.lifelineFd = pi::kSpawnLifelineFd;
+        setup.deathSignal = deathSignal;
         setup.parentPid = parentPid;
         pi::ChildServer server(std::move(bootstrap));
         pi::runChild(setup, server);

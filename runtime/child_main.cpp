@@ -49,7 +49,9 @@ void moveFds(const ChildSetup& setup) {
   int crashHigh = duplicateHigh(setup.crashFd);
   int stdoutHigh = duplicateHigh(setup.stdoutFd);
   int stderrHigh = duplicateHigh(setup.stderrFd);
-  for (int fd : {setup.socketFd, setup.crashFd, setup.stdoutFd, setup.stderrFd}) {
+  int lifelineHigh = duplicateHigh(setup.lifelineFd);
+  for (int fd : {setup.socketFd, setup.crashFd, setup.stdoutFd, setup.stderrFd,
+                 setup.lifelineFd}) {
     if (fd > 2) ::close(fd);
   }
   // Stdio the parent had closed must not be left free: our socket could land there.
@@ -64,10 +66,11 @@ void moveFds(const ChildSetup& setup) {
   }
   if ((stdoutHigh >= 0 && ::dup2(stdoutHigh, 1) < 0) ||
       (stderrHigh >= 0 && ::dup2(stderrHigh, 2) < 0) ||
-      ::dup2(socketHigh, kChildSocketFd) < 0 || ::dup2(crashHigh, kChildCrashFd) < 0) {
+      ::dup2(socketHigh, kChildSocketFd) < 0 || ::dup2(crashHigh, kChildCrashFd) < 0 ||
+      (lifelineHigh >= 0 && ::dup2(lifelineHigh, kChildLifelineFd) < 0)) {
     dieEarly("cannot place its fds", 70);
   }
-  closeFrom(kChildCrashFd + 1);
+  closeFrom(lifelineHigh >= 0 ? kChildLifelineFd + 1 : kChildCrashFd + 1);
 }
 
 void resetSignals() {
@@ -173,10 +176,22 @@ void flushStdio() {
 
 }  // namespace
 
+void armLifeline(int fd) {
+  if (::fcntl(fd, F_SETOWN, ::getpid()) != 0 || ::fcntl(fd, F_SETSIG, SIGKILL) != 0 ||
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_ASYNC | O_NONBLOCK) != 0) {
+    dieEarly("cannot arm its lifeline", 70);
+  }
+  char byte;
+  if (::read(fd, &byte, 1) == 0) ::_exit(71);  // every write end closed already: parent gone
+}
+
 void runChild(const ChildSetup& setup, MessageHandler& handler) {
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) dieEarly("cannot set its death signal", 70);
+  if (setup.deathSignal && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    dieEarly("cannot set its death signal", 70);
+  }
   if (::getppid() != setup.parentPid) ::_exit(71);  // the parent died before prctl took hold
   moveFds(setup);
+  if (setup.lifelineFd >= 0) armLifeline(kChildLifelineFd);
   resetSignals();
   bool python = Py_IsInitialized();
   if (python) enableFaulthandler();

@@ -14,10 +14,15 @@ struct ChildSetup {
   pid_t parentPid = 0; // getpid() of the parent, to detect a parent that died during fork
   int stdoutFd = -1;   // becomes the child's fd 1 when >= 0 (a pipe or a file); else inherited
   int stderrFd = -1;   // becomes the child's fd 2 when >= 0
+  int lifelineFd = -1; // read end of a pipe only the parent process writes to, or -1: when the
+                       // parent process ends (all its write ends close) the child gets SIGKILL
+  bool deathSignal = true;  // also PR_SET_PDEATHSIG: only right when the thread that made the
+                            // child lives as long as its process (the main thread), because
+                            // the kernel sends it when that *thread* ends
 };
 
-// In the child after fork. Sets PR_SET_PDEATHSIG(SIGKILL) and exits if the parent is already
-// gone; redirects stdout and stderr when the setup says so; moves the socket to fd 3 and the
+// In the child after fork. Arms the lifeline (and PR_SET_PDEATHSIG(SIGKILL) when the setup
+// says so) and exits if the parent is already gone; redirects stdout and stderr when the setup says so; moves the socket to fd 3 and the
 // crash pipe to fd 4 and closes every other inherited fd but stdio; unblocks signals; points faulthandler at the crash pipe (all threads); calls
 // `handler.serve`; flushes sys.stdout and sys.stderr; and leaves with _exit, so the parent's
 // atexit handlers never run here. Requires the GIL (the interpreter's fork hooks have run).
@@ -26,5 +31,11 @@ struct ChildSetup {
 // The fd numbers the child's socket and crash pipe have once runChild has moved them.
 constexpr int kChildSocketFd = 3;
 constexpr int kChildCrashFd = 4;
+constexpr int kChildLifelineFd = 5;
+
+// Makes the process get SIGKILL as soon as every write end of the pipe `fd` reads from is
+// closed (O_ASYNC with F_SETSIG), and exits at once if that has already happened. Async-signal
+// safe; used by the child and by the fork server.
+void armLifeline(int fd);
 
 }  // namespace pi

@@ -114,10 +114,17 @@ std::shared_ptr<ForkServerClient> ForkServerClient::start(const std::vector<std:
   KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets));
   UniqueFd ours(sockets[0]);
   UniqueFd theirs(sockets[1]);
-  ChildProcess server = ChildProcess::spawn(argv, {{theirs.get(), kForkServerControlFd}});
+  int pipes[2];
+  KJ_SYSCALL(::pipe2(pipes, O_CLOEXEC));
+  UniqueFd lifelineRead(pipes[0]);
+  UniqueFd lifelineWrite(pipes[1]);
+  ChildProcess server = ChildProcess::spawn(
+      argv, {{theirs.get(), kForkServerControlFd}, {lifelineRead.get(), kForkServerLifelineFd}});
   theirs.reset();
+  lifelineRead.reset();
   std::shared_ptr<ForkServerClient> client(
       new ForkServerClient(std::move(server), std::move(ours)));
+  client->lifeline_ = std::move(lifelineWrite);
   std::string hello = client->receiveReply(Deadline::afterOrNever(startTimeout));
   KJ_REQUIRE(hello == "H", "fork server did not start properly");
   return client;
@@ -128,7 +135,9 @@ ForkServerClient::ForkServerClient(ChildProcess server, UniqueFd control)
 
 ForkServerClient::~ForkServerClient() {
   if (::getpid() != owner_) {
-    control_.release();  // inherited across fork: not our fd; server_ ignores it likewise
+    // Inherited across fork: not our fds; server_ ignores it likewise.
+    control_.release();
+    lifeline_.release();
     return;
   }
   control_.reset();  // the server sees EOF and exits; its children die with it
@@ -218,9 +227,11 @@ std::optional<int> ForkServerClient::reap(pid_t pid, Deadline deadline) {
 // ---------------------------------------------------------------------------------- server
 
 void runForkServer(
-    int controlFd, pid_t parentPid,
+    int controlFd, pid_t parentPid, bool deathSignal,
     const std::function<void(const std::string& options, const ChildSetup& setup)>& childMain) {
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parentPid) ::_exit(71);
+  if (deathSignal && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(70);
+  if (::getppid() != parentPid) ::_exit(71);
+  armLifeline(kForkServerLifelineFd);
   // SIGCHLD through a signalfd, so the loop wakes when a child exits. Ours alone: this process
   // is the fork server, not a host application.
   sigset_t childSignals;

@@ -18,8 +18,9 @@
 
 namespace pi {
 
-// The fd number at which a spawned fork server finds its control socket.
+// The fd numbers at which a spawned fork server finds its control socket and its lifeline.
 constexpr int kForkServerControlFd = 102;
+constexpr int kForkServerLifelineFd = 104;
 
 // The parent's handle on its fork server: a process spawned from a fresh interpreter that holds
 // no copy of the parent's memory and starts no threads, so what it forks is safe even when the
@@ -63,6 +64,7 @@ class ForkServerClient {
   pid_t owner_;
   ChildProcess server_;
   UniqueFd control_;
+  UniqueFd lifeline_;  // write end of the server's lifeline
   bool broken_ = false;
 };
 
@@ -70,8 +72,10 @@ class ForkServerClient {
 // until the parent closes it (or dies: the server has PR_SET_PDEATHSIG), then exits. For each
 // fork, `childMain(options, setup)` runs in the new child (with the GIL, after the interpreter's
 // fork hooks) and must not return; `setup` names the fds it received.
+// `deathSignal`: also use PR_SET_PDEATHSIG (right only when the parent thread that spawned the
+// server is its process's main thread); the lifeline at kForkServerLifelineFd is always armed.
 [[noreturn]] void runForkServer(
-    int controlFd, pid_t parentPid,
+    int controlFd, pid_t parentPid, bool deathSignal,
     const std::function<void(const std::string& options, const ChildSetup& setup)>& childMain);
 
 }  // namespace pi

@@ -23,8 +23,28 @@ def drop_inherited_proxies():
             del sys.modules[name]
 
 
+def rebind_stdio():
+    """Points sys.stdin/stdout/stderr at the child's own fds 0, 1 and 2.
+
+    A forked child inherits the parent's stream *objects*, which may write to a StringIO, to a
+    high fd the host redirected (pytest's capture, a notebook), or to an fd number that is now
+    the child's socket. The child's output goes where its context says (fds 1 and 2) instead.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        old = getattr(sys, name, None)
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        try:
+            stream = open(fd, mode, buffering=1 if mode == "w" else -1, encoding=encoding,
+                          errors="backslashreplace", closefd=False)
+        except OSError:
+            continue
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def bootstrap(env, inherit_env, paths, inherit_paths, cwd, limits):
     """Prepares the child. Called with the context's (validated) options."""
+    rebind_stdio()
     drop_inherited_proxies()
     # Python-level handlers of the host application must not run here.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -43,9 +43,18 @@ def package_dir():
     return os.path.dirname(os.path.abspath(__file__))
 
 
+def _on_main_thread():
+    # PR_SET_PDEATHSIG fires when the *thread* that made a child ends: only the main thread
+    # lives as long as the process.
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def fork_server_command(python):
     """The argv that starts a fork server with ``python`` for this process."""
-    return [python, "-c", LAUNCHER, package_dir(), "--fork-server", str(os.getpid())]
+    return [python, "-c", LAUNCHER, package_dir(), "--fork-server", str(os.getpid()),
+            "1" if _on_main_thread() else "0"]
 
 
 def options_json(context):
@@ -53,7 +62,8 @@ def options_json(context):
     return json.dumps(dict(
         env=context.env, inherit_env=context.inherit_env, paths=context.paths,
         inherit_paths=context.inherit_paths, cwd=context.cwd,
-        limits=vars(context.limits) if context.limits else None, parent_pid=os.getpid()))
+        limits=vars(context.limits) if context.limits else None, parent_pid=os.getpid(),
+        death_signal=_on_main_thread()))
 
 
 def bootstrap_from_options(options_json):
@@ -92,6 +102,7 @@ def main(argv):
     from . import _core
 
     if argv[0] == "--fork-server":
-        _core.run_fork_server(int(argv[1]), bootstrap_from_options)
+        _core.run_fork_server(int(argv[1]), argv[2] == "1", bootstrap_from_options)
     options = json.loads(argv[0])
-    _core.serve_spawned(options["parent_pid"], bootstrap_from_options(argv[0]))
+    _core.serve_spawned(options["parent_pid"], options["death_signal"],
+                        bootstrap_from_options(argv[0]))

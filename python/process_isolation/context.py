@@ -224,11 +224,14 @@ class IsolationContext:
 
     def _live_connection(self):
         connection = self._connection
+        if connection is not None and not connection.alive:
+            self._note_ended(connection)
+            if self.restart_policy != "auto":
+                return connection  # its use raises ProcessTerminationError, then ClientStateError
+            connection = None
         if connection is None:
             self.ensure_started()
             connection = self._connection
-        if not connection.alive:
-            self._note_ended(connection)
         return connection
 
     def _note_ended(self, connection):
@@ -343,7 +346,8 @@ class IsolationContext:
         connection = self._connection
         if connection is None:
             termination = self._termination or {}
-            return termination.get(f"{stream}_tail") or ""
+            tail = termination.get(f"{stream}_tail") or ""
+            return "\n".join(tail.splitlines()[-lines:]) if lines > 0 else ""
         return connection.output_tail(index, lines)
 
     def _reimport(self, proxy):
