@@ -164,6 +164,12 @@ struct Release {
 struct Value {
   # A Python value. Exact builtin kinds cross by value (a subclass of a builtin crosses by
   # reference); everything else crosses by reference.
+
+  unread @21 :UInt32;
+  # With `back` of an iterator the receiver fetched items from in batches (`iterBatch`): how
+  # many items of its last batch the sender had not used yet. The receiver puts them back in
+  # front (its object comes home as a chain of those items and the iterator), so none is lost.
+
   union {
     none @0 :Void;
     bool @1 :Bool;
@@ -182,6 +188,7 @@ struct Value {
     frozenset @13 :List(Value);
     ref @14 :Ref;             # an object the sender owns; the receiver makes (or reuses) a proxy
     back @15 :UInt64;         # an id in the receiver's export table: its own object, coming home
+                              # (see `unread` for an iterator)
     builtin @16 :Text;        # a class or singleton of the `builtins` module, by name, from a
                               # fixed table (int, KeyError, NotImplemented, Ellipsis, ...)
     pickled @17 :Data;        # pickle bytes; sent only in answer to `byvalue`
@@ -209,8 +216,16 @@ struct Buffer {
 }
 
 struct ExceptionValue {
-  type @0 :Text;              # a builtin exception class, by name (as in `Value.builtin`)
+  # An exception object passed as a value (thrown into a generator, given to __exit__,
+  # returned): the receiver gets a real exception of the right class, not a proxy.
+
+  type @0 :Text;              # a builtin exception class, by name (as in `Value.builtin`);
+                              # empty when `cls` names the class
   args @1 :List(Value);
+  cls @2 :Value;              # a non-builtin class: a `ref` with classInfo, or a `back`
+  original @3 :Value;         # for a non-builtin class, the object itself by `ref`, so the
+                              # receiver's copy reads its other attributes and goes home as it
+  message @4 :Text;           # str() of the exception in the sender
 }
 
 struct Slice {
@@ -261,6 +276,10 @@ struct TypeInfo {
   specials @2 :List(Text);
   # The special methods the type has (`__len__`, `__iter__`, `__add__`, ...), from a fixed set
   # the receiver knows; the proxy type carries exactly these. Unknown names are ignored.
+
+  blocked @4 :List(Text);
+  # Special methods the type sets to None (`__iter__ = None`), which makes the interpreter
+  # refuse the operation rather than fall back to another protocol. The proxy type does the same.
 
   flags @3 :UInt32;
   # Bit 0: instances are classes (the type is a metaclass), so proxies answer isinstance.

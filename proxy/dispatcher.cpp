@@ -27,8 +27,11 @@ struct Call {
   py::tuple args;
   py::dict kwargs;
   Role role;
+  uint64_t targetId = 0;
   // Errors raised by iterators part-way through an iterBatch, owed on the next request.
-  std::unordered_map<PyObject*, std::pair<py::object, py::object>>* pendingIterErrors;
+  std::unordered_map<uint64_t, py::object>* pendingIterErrors;
+  // The last batch each iterator returned.
+  std::unordered_map<uint64_t, py::list>* lastBatches;
 
   py::handle arg(size_t i) const {
     KJ_REQUIRE(i < args.size(), "request has too few arguments", i);
@@ -182,10 +185,10 @@ DispatchResult opNext(Call& call) {
 
 DispatchResult opIterBatch(Call& call) {
   py::handle target = call.requireTarget();
-  auto pending = call.pendingIterErrors->find(target.ptr());
+  auto pending = call.pendingIterErrors->find(call.targetId);
   if (pending != call.pendingIterErrors->end()) {
     // The iterator raised after the items of the previous batch: raise it now, in order.
-    py::object error = std::move(pending->second.second);
+    py::object error = std::move(pending->second);
     call.pendingIterErrors->erase(pending);
     PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
     throw py::error_already_set();
@@ -201,11 +204,15 @@ DispatchResult opIterBatch(Call& call) {
       if (items.size() == 0) throw py::error_already_set();
       // Deliver the items first; the error comes with the next batch.
       py::error_already_set error;
-      (*call.pendingIterErrors)[target.ptr()] = {py::reinterpret_borrow<py::object>(target),
-                                                 error.value()};
+      (*call.pendingIterErrors)[call.targetId] = error.value();
       break;
     }
     items.append(steal(item));
+  }
+  if (items.size() > 0) {
+    (*call.lastBatches)[call.targetId] = items;
+  } else {
+    call.lastBatches->erase(call.targetId);
   }
   return {items};
 }
@@ -322,6 +329,16 @@ constexpr OpEntry kHandlers[] = {
 
 }  // namespace
 
+py::list Dispatcher::lastBatch(uint64_t id) const {
+  auto found = lastBatches_.find(id);
+  return found == lastBatches_.end() ? py::list() : found->second;
+}
+
+void Dispatcher::forget(uint64_t id) {
+  lastBatches_.erase(id);
+  pendingIterErrors_.erase(id);
+}
+
 DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
   auto opNumber = size_t(request.getOp());
   if (opNumber >= sizeof(kHandlers) / sizeof(kHandlers[0])) {
@@ -333,7 +350,9 @@ DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
 
   Call call;
   call.role = role_;
+  call.targetId = request.getTarget();
   call.pendingIterErrors = &pendingIterErrors_;
+  call.lastBatches = &lastBatches_;
   if (request.getTarget() != 0) {
     call.target = py::reinterpret_borrow<py::object>(exports_.get(request.getTarget()));
     if (role_ == Role::kParent && isSealedForChild(call.target)) {

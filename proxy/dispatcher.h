@@ -8,7 +8,6 @@
 #include <pybind11/pybind11.h>
 
 #include <unordered_map>
-#include <utility>
 
 namespace pi {
 
@@ -41,12 +40,19 @@ class Dispatcher {
 
   Role role() const { return role_; }
 
+  // The items the last iterBatch on export `id` returned (empty when none).
+  py::list lastBatch(uint64_t id) const;
+  // Export `id` was dropped: forget what was kept for it.
+  void forget(uint64_t id);
+
  private:
   ValueCodec& codec_;
   ExportTable& exports_;
   Role role_;
-  // Iterator -> (iterator, exception) raised part-way through an iterBatch; see opIterBatch.
-  std::unordered_map<PyObject*, std::pair<py::object, py::object>> pendingIterErrors_;
+  // Export id of an iterator -> the exception it raised part-way through an iterBatch.
+  std::unordered_map<uint64_t, py::object> pendingIterErrors_;
+  // Export id of an iterator -> the items its last iterBatch returned, to put unread ones back.
+  std::unordered_map<uint64_t, py::list> lastBatches_;
 };
 
 }  // namespace pi

@@ -455,7 +455,9 @@ void Endpoint::applyRelease(wire::Release::Reader release) {
   auto ids = release.getIds();
   auto counts = release.getCounts();
   KJ_REQUIRE(ids.size() == counts.size(), "release lists differ in length");
-  for (unsigned i = 0; i < ids.size(); ++i) exports_.release(ids[i], counts[i]);
+  for (unsigned i = 0; i < ids.size(); ++i) {
+    if (exports_.release(ids[i], counts[i])) dispatcher_.forget(ids[i]);
+  }
 }
 
 void Endpoint::exitForSystemExit(const py::error_already_set& error) {
@@ -576,13 +578,29 @@ void Endpoint::describeType(PyTypeObject* type, uint64_t, wire::TypeInfo::Builde
   info.setName(attrString(typeObject, "__qualname__", type->tp_name));
   info.setModule(attrString(typeObject, "__module__", "builtins"));
   std::vector<const char*> present;
+  std::vector<const char*> blocked;
+  size_t generatorMethods = 0;
   for (const SpecialMethod& special : kSpecialMethods) {
     py::object name = py::reinterpret_steal<py::object>(PyUnicode_InternFromString(special.name));
     PyObject* found = _PyType_Lookup(type, name.ptr());
-    if (found != nullptr && found != Py_None) present.push_back(special.name);
+    if (found == Py_None) {
+      blocked.push_back(special.name);
+    } else if (found != nullptr) {
+      present.push_back(special.name);
+      if (isGeneratorMethod(special.name)) ++generatorMethods;
+    }
+  }
+  if (generatorMethods != 3) {
+    // send/throw/close only as a set (generators, coroutines): for any other type they are
+    // ordinary attributes, read from the object like any other.
+    present.erase(std::remove_if(present.begin(), present.end(),
+                                 [](const char* name) { return isGeneratorMethod(name); }),
+                  present.end());
   }
   auto specials = info.initSpecials(unsigned(present.size()));
   for (unsigned i = 0; i < present.size(); ++i) specials.set(i, present[i]);
+  auto blockedOut = info.initBlocked(unsigned(blocked.size()));
+  for (unsigned i = 0; i < blocked.size(); ++i) blockedOut.set(i, blocked[i]);
   uint32_t flags = 0;
   if (PyType_IsSubtype(type, &PyType_Type)) flags |= kTypeIsMetaclass;
   if (type->tp_hash == PyObject_HashNotImplemented) flags |= kTypeUnhashable;
@@ -615,9 +633,15 @@ py::object Endpoint::importRef(wire::Ref::Reader ref) {
       int index = findSpecialMethod(std::string_view(name.cStr(), name.size()));
       if (index >= 0) specials.push_back(index);
     }
-    proxyTypes_.emplace(typeId, makeProxyType(readerText(info.getName()),
-                                              readerText(info.getModule()), specials,
-                                              info.getFlags()));
+    std::vector<int> blocked;
+    for (auto name : info.getBlocked()) {
+      int index = findSpecialMethod(std::string_view(name.cStr(), name.size()));
+      if (index >= 0) blocked.push_back(index);
+    }
+    py::object proxyType = makeProxyType(readerText(info.getName()), readerText(info.getModule()),
+                                         specials, blocked, info.getFlags());
+    proxyTypeIds_.emplace(proxyType.ptr(), typeId);
+    proxyTypes_.emplace(typeId, std::move(proxyType));
   }
   if (ref.hasClassInfo()) {
     auto found = mirrorClasses_.find(id);
@@ -652,8 +676,9 @@ py::object Endpoint::makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info) 
   ns["__doc__"] = doc.empty() ? py::object(py::none()) : py::object(py::str(doc));
   try {
     // Attributes the local class does not have are read from the remote exception.
-    ns["__getattr__"] =
-        py::module_::import("process_isolation.errors").attr("_remote_exception_getattr");
+    py::module_ errors = py::module_::import("process_isolation.errors");
+    ns["__getattr__"] = errors.attr("_remote_exception_getattr");
+    ns["__str__"] = errors.attr("_remote_exception_str");
   } catch (py::error_already_set&) {
     // Outside the package (the C++ tests): mirrors without attribute forwarding.
   }
@@ -681,13 +706,30 @@ py::object Endpoint::makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info) 
   return cls;
 }
 
-py::object Endpoint::resolveBack(uint64_t id) {
-  return py::reinterpret_borrow<py::object>(exports_.get(id));
+py::object Endpoint::resolveBack(uint64_t id, uint32_t unread) {
+  py::object object = py::reinterpret_borrow<py::object>(exports_.get(id));
+  if (unread == 0) return object;
+  // The peer had fetched items of this iterator it never used: put them back in front.
+  py::list lastBatch = dispatcher_.lastBatch(id);
+  KJ_REQUIRE(unread <= lastBatch.size(), "peer claims more unread items than it was sent", unread);
+  py::list pending = lastBatch[py::slice(Py_ssize_t(lastBatch.size() - unread),
+                                         Py_ssize_t(lastBatch.size()), 1)];
+  return py::module_::import("itertools").attr("chain")(pending, object);
+}
+
+uint32_t Endpoint::unreadOf(py::handle object) {
+  return isProxy(object) && proxyEndpoint(object) == this ? takeProxyUnread(object) : 0;
 }
 
 bool Endpoint::peerIdOf(py::handle object, uint64_t& id) {
   if (isProxy(object) && proxyEndpoint(object) == this) {
     id = proxyId(object);
+    return true;
+  }
+  auto proxyType = proxyTypeIds_.find(object.ptr());
+  if (proxyType != proxyTypeIds_.end()) {
+    // type(proxy) goes home as the remote type it stands for.
+    id = proxyType->second;
     return true;
   }
   auto found = mirrorIds_.find(object.ptr());

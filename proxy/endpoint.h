@@ -120,8 +120,9 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // CodecPeer
   void exportRef(py::handle object, wire::Ref::Builder ref) override;
   py::object importRef(wire::Ref::Reader ref) override;
-  py::object resolveBack(uint64_t id) override;
+  py::object resolveBack(uint64_t id, uint32_t unread) override;
   bool peerIdOf(py::handle object, uint64_t& id) override;
+  uint32_t unreadOf(py::handle object) override;
   int attachFd(UniqueFd fd) override;
   UniqueFd takeFd(uint32_t index) override;
 
@@ -174,8 +175,9 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
 
   // Types whose TypeInfo the peer has been sent (ids in our export table).
   std::unordered_set<uint64_t> describedTypes_;
-  // Proxy types for the peer's type ids.
+  // Proxy types for the peer's type ids, and back.
   std::unordered_map<uint64_t, py::object> proxyTypes_;
+  std::unordered_map<PyObject*, uint64_t> proxyTypeIds_;
   // Local classes mirroring the peer's exception classes, both ways.
   std::unordered_map<uint64_t, py::object> mirrorClasses_;
   std::unordered_map<PyObject*, uint64_t> mirrorIds_;

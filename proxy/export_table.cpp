@@ -44,7 +44,7 @@ const uint64_t* ExportTable::find(py::handle object) const {
   return found == byObject_.end() ? nullptr : &found->second;
 }
 
-void ExportTable::release(uint64_t id, uint32_t count) {
+bool ExportTable::release(uint64_t id, uint32_t count) {
   auto found = byId_.find(id);
   KJ_REQUIRE(found != byId_.end(), "peer released an object id that is not exported", id);
   Entry& entry = found->second;
@@ -55,8 +55,10 @@ void ExportTable::release(uint64_t id, uint32_t count) {
     py::object object = std::move(entry.object);
     byObject_.erase(object.ptr());
     byId_.erase(found);
+    return true;
     // `object` is dropped here, after the tables are consistent: its finalizer may run code.
   }
+  return false;
 }
 
 void ExportTable::clear() {

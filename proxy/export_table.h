@@ -33,9 +33,9 @@ class ExportTable {
   // The id of `object` if it is exported.
   const uint64_t* find(py::handle object) const;
 
-  // The peer dropped `count` copies of `id`. Throws (kj FAILED) when the peer releases more than
-  // it was sent or an unknown id.
-  void release(uint64_t id, uint32_t count);
+  // The peer dropped `count` copies of `id`; returns true when that dropped the object. Throws
+  // (kj FAILED) when the peer releases more than it was sent or an unknown id.
+  bool release(uint64_t id, uint32_t count);
 
   size_t size() const { return byId_.size(); }
 

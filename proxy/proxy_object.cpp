@@ -280,6 +280,25 @@ PyObject* batchedNext(PyObject* self, PyObject*) {
 PyMethodDef gBatchedNextDef = {"__next__", batchedNext, METH_NOARGS,
                                "next() of a remote builtin iterator, fetched in batches."};
 
+Py_ssize_t unreadCount(ProxyObject* proxy) {
+  return proxy->batch != nullptr ? PyList_GET_SIZE(proxy->batch) - proxy->batchIndex : 0;
+}
+
+// __length_hint__ of such proxies: what the remote iterator has left, plus what was fetched and
+// not handed out yet.
+PyObject* batchedLengthHint(PyObject* self, PyObject*) {
+  PyObject* remote = forward(self, wire::Op::SPECIAL, "__length_hint__", {});
+  if (remote == nullptr) return nullptr;
+  PyObject* unread = PyLong_FromSsize_t(unreadCount(asProxy(self)));
+  PyObject* total = unread != nullptr ? PyNumber_Add(remote, unread) : nullptr;
+  Py_XDECREF(unread);
+  Py_DECREF(remote);
+  return total;
+}
+
+PyMethodDef gBatchedLengthHintDef = {"__length_hint__", batchedLengthHint, METH_NOARGS,
+                                     "length_hint() of a remote iterator fetched in batches."};
+
 PyMethodDef gBaseMethods[] = {
     {"__dir__", proxyDir, METH_NOARGS, "dir() of the remote object."},
     {"__format__", proxyFormat, METH_O, "format() of the remote object."},
@@ -323,7 +342,8 @@ PyTypeObject* readyProxyBaseType() {
 }
 
 py::object makeProxyType(const std::string& qualname, const std::string& module,
-                         const std::vector<int>& specials, uint32_t flags) {
+                         const std::vector<int>& specials, const std::vector<int>& blocked,
+                         uint32_t flags) {
   py::dict ns;
   ns["__slots__"] = py::tuple();
   ns["__module__"] = py::str("isolated." + module);
@@ -335,10 +355,15 @@ py::object makeProxyType(const std::string& qualname, const std::string& module,
     if ((flags & kTypeBatchIterator) && strcmp(kSpecialMethods[size_t(index)].name, "__next__") == 0) {
       def = &gBatchedNextDef;
     }
+    if ((flags & kTypeBatchIterator) &&
+        strcmp(kSpecialMethods[size_t(index)].name, "__length_hint__") == 0) {
+      def = &gBatchedLengthHintDef;
+    }
     PyObject* descriptor = PyDescr_NewMethod(&gProxyBaseType, def);
     if (descriptor == nullptr) throw py::error_already_set();
     ns[kSpecialMethods[size_t(index)].name] = py::reinterpret_steal<py::object>(descriptor);
   }
+  for (int index : blocked) ns[kSpecialMethods[size_t(index)].name] = py::none();
   if (flags & kTypeUnhashable) ns["__hash__"] = py::none();
   std::string name = qualname.substr(qualname.rfind('.') == std::string::npos
                                          ? 0
@@ -396,6 +421,15 @@ void setProxyLabel(py::handle proxy, const std::string& label) {
     return;
   }
   Py_XSETREF(p->label, text);
+}
+
+uint32_t takeProxyUnread(py::handle proxy) {
+  ProxyObject* p = asProxy(proxy.ptr());
+  uint32_t unread = uint32_t(unreadCount(p));
+  Py_CLEAR(p->batch);
+  p->batchIndex = 0;
+  p->batchEnded = false;
+  return unread;
 }
 
 void setProxyIsModule(py::handle proxy) { asProxy(proxy.ptr())->isModule = true; }

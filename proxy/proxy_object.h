@@ -22,8 +22,11 @@ PyTypeObject* readyProxyBaseType();
 // A proxy type for one remote type: a subclass of the base carrying the special methods named by
 // `specials` (indexes into kSpecialMethods) and no others, so that callable(), len(), iter(),
 // operators and collections.abc checks answer as for the real object. `flags` are TypeInfo flags.
+// `blocked` names special methods the remote type sets to None; the proxy type sets them to None
+// too, so the interpreter refuses those operations as it would for the real object.
 py::object makeProxyType(const std::string& qualname, const std::string& module,
-                         const std::vector<int>& specials, uint32_t flags);
+                         const std::vector<int>& specials, const std::vector<int>& blocked,
+                         uint32_t flags);
 
 // A new proxy of `proxyType` for the peer object `id` on `endpoint`.
 py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, uint64_t id);
@@ -36,6 +39,10 @@ uint64_t proxyId(py::handle proxy);
 // A short name for what the proxy stands for ("buggy.dragons_here"), used in error reports.
 std::string proxyLabel(py::handle proxy);
 void setProxyLabel(py::handle proxy, const std::string& label);
+
+// For a proxy of a batch-fetched iterator: how many fetched items it has not handed out yet.
+// Taking the count gives them up (they travel back with the proxy, see Value.unread).
+uint32_t takeProxyUnread(py::handle proxy);
 
 // Marks a proxy as standing for a module (restart='auto' re-imports such proxies).
 void setProxyIsModule(py::handle proxy);

@@ -83,29 +83,20 @@ py::object decodeError(ValueCodec& codec, wire::Error::Reader in) {
     PyTuple_SET_ITEM(args.ptr(), Py_ssize_t(i), codec.decode(argsIn[i]).release().ptr());
   }
   py::object exception;
-  PyObject* made = PyObject_Call(type.ptr(), args.ptr(), nullptr);
-  if (made != nullptr && PyExceptionInstance_Check(made)) {
-    exception = py::reinterpret_steal<py::object>(made);
-  } else {
-    // The class wants other constructor arguments (UnicodeDecodeError, or an __init__ of its own):
-    // make the instance without calling __init__ and give it the args.
-    Py_XDECREF(made);
+  try {
+    exception = makeException(type, args);
+  } catch (py::error_already_set&) {
     PyErr_Clear();
-    PyTypeObject* t = reinterpret_cast<PyTypeObject*>(type.ptr());
-    made = t->tp_new(t, args.ptr(), nullptr);
-    if (made == nullptr) {
-      PyErr_Clear();
-      made = PyObject_CallFunction(PyExc_RuntimeError, "s#", in.getMessage().cStr(),
-                                   Py_ssize_t(in.getMessage().size()));
-      if (made == nullptr) throw py::error_already_set();
-    }
-    exception = py::reinterpret_steal<py::object>(made);
-    PyObject_SetAttrString(exception.ptr(), "args", args.ptr());
-    PyErr_Clear();
+    exception = py::reinterpret_steal<py::object>(PyObject_CallFunction(
+        PyExc_RuntimeError, "s#", in.getMessage().cStr(), Py_ssize_t(in.getMessage().size())));
+    if (!exception) throw py::error_already_set();
   }
   if (in.hasException() && in.getException().which() != wire::Value::NONE) {
     py::object remote = codec.decode(in.getException());
     if (PyObject_SetAttrString(exception.ptr(), "_pi_remote", remote.ptr()) != 0) PyErr_Clear();
+    // str() of the exception is the one the raising side made (its class may define __str__).
+    py::str message(std::string(in.getMessage().cStr(), in.getMessage().size()));
+    if (PyObject_SetAttrString(exception.ptr(), "_pi_message", message.ptr()) != 0) PyErr_Clear();
   }
   auto traceback = in.getTraceback();
   if (traceback.size() > 0) {

@@ -89,7 +89,17 @@ constexpr SpecialMethod kSpecialMethods[] = {
     {"__iand__", wire::Op::SPECIAL},
     {"__ixor__", wire::Op::SPECIAL},
     {"__ior__", wire::Op::SPECIAL},
+    // Generator and coroutine methods, carried only by types that have all three (so that
+    // collections.abc.Generator and Coroutine recognise the proxy); sent as one callMethod.
+    {"send", wire::Op::CALL_METHOD},
+    {"throw", wire::Op::CALL_METHOD},
+    {"close", wire::Op::CALL_METHOD},
 };
+
+// The generator methods at the end of kSpecialMethods, which a type gets all or none of.
+inline bool isGeneratorMethod(std::string_view name) {
+  return name == "send" || name == "throw" || name == "close";
+}
 
 constexpr size_t kSpecialMethodCount = sizeof(kSpecialMethods) / sizeof(kSpecialMethods[0]);
 

@@ -35,6 +35,20 @@ kj::ArrayPtr<const kj::byte> utf8Of(py::handle object, py::object& keepAlive) {
 
 }  // namespace
 
+py::object makeException(py::handle cls, py::handle args) {
+  PyObject* made = PyObject_Call(cls.ptr(), args.ptr(), nullptr);
+  if (made != nullptr && PyExceptionInstance_Check(made)) return steal(made);
+  // Its constructor wants other arguments (UnicodeDecodeError, an __init__ of its own): make
+  // it bare and give it the args.
+  Py_XDECREF(made);
+  PyErr_Clear();
+  PyTypeObject* t = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  made = t->tp_new(t, args.ptr(), nullptr);
+  if (made == nullptr) throw py::error_already_set();
+  if (PyObject_SetAttrString(made, "args", args.ptr()) != 0) PyErr_Clear();
+  return steal(made);
+}
+
 BuiltinTable::BuiltinTable() {
   py::dict namespace_ = py::module_::import("builtins").attr("__dict__");
   for (auto item : namespace_) {
@@ -151,8 +165,29 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
     uint64_t peerId = 0;
     if (peer_.peerIdOf(object, peerId)) {
       out.setBack(peerId);
+      if (uint32_t unread = peer_.unreadOf(object)) out.setUnread(unread);
     } else if (const std::string* name = builtins_.nameOf(object)) {
       out.setBuiltin(*name);
+    } else if (PyExceptionInstance_Check(o)) {
+      // An exception of a non-builtin class: a real exception of the mirrored class there,
+      // reading its other attributes from this one.
+      auto exception = out.initException();
+      encode(reinterpret_cast<PyObject*>(type), exception.initCls(), depth + 1);
+      PyObject* args = reinterpret_cast<PyBaseExceptionObject*>(o)->args;
+      Py_ssize_t n = args && PyTuple_Check(args) ? PyTuple_GET_SIZE(args) : 0;
+      auto list = exception.initArgs(unsigned(n));
+      for (Py_ssize_t i = 0; i < n; ++i) {
+        encode(PyTuple_GET_ITEM(args, i), list[unsigned(i)], depth + 1);
+      }
+      PyObject* text = PyObject_Str(o);
+      if (text != nullptr && PyUnicode_Check(text)) {
+        Py_ssize_t size = 0;
+        const char* utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+        if (utf8 != nullptr) exception.setMessage(capnp::Text::Reader(utf8, size_t(size)));
+      }
+      PyErr_Clear();
+      Py_XDECREF(text);
+      peer_.exportRef(object, exception.initOriginal().initRef());
     } else {
       peer_.exportRef(object, out.initRef());
     }
@@ -312,7 +347,7 @@ py::object ValueCodec::decode(wire::Value::Reader in) {
     case wire::Value::REF:
       return peer_.importRef(in.getRef());
     case wire::Value::BACK:
-      return peer_.resolveBack(in.getBack());
+      return peer_.resolveBack(in.getBack(), in.getUnread());
     case wire::Value::BUILTIN:
       return py::reinterpret_borrow<py::object>(
           builtins_.lookup(std::string(in.getBuiltin().cStr(), in.getBuiltin().size())));
@@ -323,23 +358,31 @@ py::object ValueCodec::decode(wire::Value::Reader in) {
     }
     case wire::Value::EXCEPTION: {
       auto in_ = in.getException();
-      py::handle cls = builtins_.lookup(std::string(in_.getType().cStr(), in_.getType().size()));
+      py::object cls;
+      if (in_.getType().size() > 0) {
+        cls = py::reinterpret_borrow<py::object>(
+            builtins_.lookup(std::string(in_.getType().cStr(), in_.getType().size())));
+      } else {
+        cls = decode(in_.getCls());
+      }
       KJ_REQUIRE(PyExceptionClass_Check(cls.ptr()), "peer sent an exception of a non-exception class");
       auto argsIn = in_.getArgs();
       py::tuple args = py::reinterpret_steal<py::tuple>(PyTuple_New(Py_ssize_t(argsIn.size())));
       for (unsigned i = 0; i < argsIn.size(); ++i) {
         PyTuple_SET_ITEM(args.ptr(), Py_ssize_t(i), decode(argsIn[i]).release().ptr());
       }
-      PyObject* made = PyObject_Call(cls.ptr(), args.ptr(), nullptr);
-      if (made == nullptr) {
-        // Its constructor wants other arguments (UnicodeDecodeError): make it bare, set args.
-        PyErr_Clear();
-        PyTypeObject* t = reinterpret_cast<PyTypeObject*>(cls.ptr());
-        made = t->tp_new(t, args.ptr(), nullptr);
-        if (made == nullptr) throw py::error_already_set();
-        if (PyObject_SetAttrString(made, "args", args.ptr()) != 0) PyErr_Clear();
+      py::object exception = makeException(cls, args);
+      if (in_.hasOriginal() && in_.getOriginal().which() != wire::Value::NONE) {
+        py::object original = decode(in_.getOriginal());
+        if (PyObject_SetAttrString(exception.ptr(), "_pi_remote", original.ptr()) != 0) {
+          PyErr_Clear();
+        }
+        py::str message(std::string(in_.getMessage().cStr(), in_.getMessage().size()));
+        if (PyObject_SetAttrString(exception.ptr(), "_pi_message", message.ptr()) != 0) {
+          PyErr_Clear();
+        }
       }
-      return steal(made);
+      return exception;
     }
     case wire::Value::BUFFER:
       return decodeBuffer(in.getBuffer());

@@ -23,9 +23,12 @@ class CodecPeer {
   // The local stand-in (proxy, or mirrored exception class) for a ref the peer sent.
   virtual py::object importRef(wire::Ref::Reader ref) = 0;
   // The local object a `back` value names. Throws (kj FAILED) for an id that is not exported.
-  virtual py::object resolveBack(uint64_t id) = 0;
-  // When `object` stands for a peer object on this connection, stores its peer id in `id`.
+  // `unread`: items of a batch-fetched iterator the peer did not use (see Value.unread).
+  virtual py::object resolveBack(uint64_t id, uint32_t unread) = 0;
+  // When `object` stands for a peer object on this connection, stores its peer id in `id`
+  // (and in `unread`, for a batch-fetched iterator, how many fetched items it has not used).
   virtual bool peerIdOf(py::handle object, uint64_t& id) = 0;
+  virtual uint32_t unreadOf(py::handle object) { (void)object; return 0; }
   // Sends `fd` with the message being encoded; returns its index in the message's fds. May
   // return -1 when this connection cannot carry fds (the codec then sends the bytes inline).
   virtual int attachFd(UniqueFd fd) = 0;
@@ -48,6 +51,10 @@ class BuiltinTable {
   std::unordered_map<PyObject*, std::string> names_;
   std::unordered_map<std::string, py::object> objects_;
 };
+
+// An instance of exception class `cls` with `args`, even when the class's constructor wants
+// other arguments (then made without calling __init__). Throws py::error_already_set.
+py::object makeException(py::handle cls, py::handle args);
 
 // Encodes and decodes values for one connection. Requires the GIL.
 class ValueCodec {

@@ -59,6 +59,13 @@ def _remote_exception_getattr(self, name):
     return getattr(remote, name)
 
 
+def _remote_exception_str(self):
+    """__str__ of local classes mirroring another process's exception classes: the str() the
+    exception had where it was raised (its class may define __str__ of its own)."""
+    message = self.__dict__.get("_pi_message")
+    return message if message is not None else BaseException.__str__(self)
+
+
 class ProcessTerminationError(Exception):
     """The isolated child ended while a call was in flight (or before it could start).
 

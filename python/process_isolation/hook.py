@@ -1,9 +1,9 @@
 """``with isolated(): import X`` — ordinary import statements that import into an isolated child.
 
-Inside the block, import statements written *in the block's own module* (those whose globals
-are the globals of the code that entered the block) import the module in an isolated child and
-bind its proxy; every other import — by libraries the block calls, by other modules, and
-everything after the block — is untouched. Leaving the block does not end the context: the
+Inside the block, the import statements *of the block itself* (run by the frame that entered
+it) import the module in an isolated child and bind its proxy; every other import — by
+functions and libraries the block calls, by other threads, and everything after the block — is
+untouched. Leaving the block does not end the context: the
 proxies stay usable until it is terminated.
 """
 
@@ -20,8 +20,8 @@ _lock = threading.Lock()
 
 
 class isolated:  # noqa: N801 - used like a function: `with isolated(): ...`
-    """Makes plain ``import X``, ``import X.Y as Z`` and ``from X import y`` statements in the
-    block import in an isolated child and bind proxies.
+    """Makes the block's own ``import X``, ``import X.Y as Z`` and ``from X import y``
+    statements import in an isolated child and bind proxies.
 
     Args:
         context: the IsolationContext to import into. When None, a new context is made from
@@ -42,18 +42,19 @@ class isolated:  # noqa: N801 - used like a function: `with isolated(): ...`
 
             context = IsolationContext(**context_options)
         self.context = context
-        self._globals = None
+        self._frame = None
         self._previous = None
         self._hook = self._import  # one bound method, so the identity check below holds
 
     def __enter__(self):
-        self._globals = sys._getframe(1).f_globals
+        self._frame = sys._getframe(1)
         with _lock:
             self._previous = builtins.__import__
             builtins.__import__ = self._hook
         return self.context
 
     def __exit__(self, *exc):
+        self._frame = None  # no reference cycle through the block's frame
         with _lock:
             if builtins.__import__ is self._hook:
                 builtins.__import__ = self._previous
@@ -62,7 +63,7 @@ class isolated:  # noqa: N801 - used like a function: `with isolated(): ...`
         return False
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
-        if level != 0 or globals is not self._globals:
+        if level != 0 or sys._getframe(1) is not self._frame:
             return self._previous(name, globals, locals, fromlist, level)
         module = self.context.load_module(name, _register=False)
         if not fromlist:

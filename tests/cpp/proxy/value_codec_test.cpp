@@ -44,7 +44,7 @@ class FakePeer : public CodecPeer {
     KJ_REQUIRE(ref.getId() >= 1 && ref.getId() <= exported.size(), "unknown ref", ref.getId());
     return exported[ref.getId() - 1];
   }
-  py::object resolveBack(uint64_t id) override {
+  py::object resolveBack(uint64_t id, uint32_t) override {
     auto found = backs.find(id);
     KJ_REQUIRE(found != backs.end(), "unknown back id", id);
     return found->second;
@@ -238,7 +238,7 @@ class MyList(list): pass
 class MyStr(str): pass
 class MyError(KeyError): pass
 Point = collections.namedtuple('Point', 'x y')
-SUBCLASSED = [MyInt(5), MyDict(a=1), MyList([1]), MyStr('s'), Point(1, 2), MyError('k'),
+SUBCLASSED = [MyInt(5), MyDict(a=1), MyList([1]), MyStr('s'), Point(1, 2),
               object(), len, collections]
 )",
            ns_);
@@ -251,6 +251,31 @@ SUBCLASSED = [MyInt(5), MyDict(a=1), MyList([1]), MyStr('s'), Point(1, 2), MyErr
     // Decoding the ref asks the peer for the local stand-in (here: the object itself).
     EXPECT_TRUE(roundTrip(value).is(value)) << repr(value);
   }
+}
+
+TEST_F(ValueCodecTest, SendsExceptionsOfOtherClassesAsExceptionsThatKeepTheOriginal) {
+  py::exec(R"(
+class MyError(KeyError):
+    def __str__(self):
+        return 'mine: ' + self.args[0]
+ERROR = MyError('k', 2)
+)",
+           ns_);
+  py::object error = ns_["ERROR"];
+  size_t before = peer_.exported.size();
+  EXPECT_EQ(kindOf(error), wire::Value::EXCEPTION);
+  // The class and the object itself are exported, so the copy can read the original.
+  ASSERT_EQ(peer_.exported.size(), before + 2);
+  EXPECT_TRUE(peer_.exported[before].is(ns_["MyError"]));
+  EXPECT_TRUE(peer_.exported[before + 1].is(error));
+  // The fake peer hands the exported objects back: the copy is a MyError with the same args,
+  // whose str() is the original's, and which knows its original.
+  py::object copy = roundTrip(error);
+  EXPECT_FALSE(copy.is(error));
+  EXPECT_TRUE(py::isinstance(copy, ns_["MyError"]));
+  EXPECT_TRUE(py::object(copy.attr("args")).equal(py::object(error.attr("args"))));
+  EXPECT_EQ(py::str(copy.attr("_pi_message")).cast<std::string>(), "mine: k");
+  EXPECT_TRUE(py::object(copy.attr("_pi_remote")).is(error));
 }
 
 TEST_F(ValueCodecTest, SendsBuiltinClassesAndSingletonsByName) {
