@@ -46,9 +46,14 @@ test-python: install
 
 test: test-cpp test-python
 
+BENCH_BUILD ?= build/bench
+
 bench: install
 	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
-	$(PY) bench/run.py
+	cmake -S . -B $(BENCH_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPI_BUILD_BENCHMARKS=ON \
+	  -DPython_EXECUTABLE=$(PY) -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir) >/dev/null
+	cmake --build $(BENCH_BUILD) --target hot_path_bench -j $(JOBS)
+	$(PY) bench/run.py --cpp-bench $(BENCH_BUILD)/bench/cpp/hot_path_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV)

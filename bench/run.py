@@ -447,11 +447,46 @@ def parse_args(argv):
     parser.add_argument('--memory-budget', type=float, metavar='SECONDS',
                         help='time limit of the memory case per implementation '
                         '(default 60; 10 with --quick)')
+    parser.add_argument('--cpp-bench', metavar='PATH',
+                        help='the hot_path_bench program (Google Benchmark) to run and report')
     parser.add_argument('--only', metavar='NAMES', help='comma-separated implementation names '
                         'to run (default: all); the floor always runs')
     parser.add_argument('--output-dir', default=BENCH_DIR,
                         help='where RESULTS.md and results.png go (default: bench/)')
     return parser.parse_args(argv)
+
+
+def measure_fault_cost(n=64 << 20, reps=5):
+    """How much of moving a large payload is the cost of touching fresh memory (page faults),
+    measured here: a copy into a freshly allocated buffer against the same copy into a buffer
+    whose pages are already mapped (both plain memcpy through a memoryview)."""
+    source = bytes(n)
+    warm = bytearray(n)
+    memoryview(warm)[:] = source  # fault its pages in once
+    fresh_times, warm_times = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fresh = bytearray(n)  # calloc: the kernel hands zero pages, faulted in on first touch
+        memoryview(fresh)[:] = source
+        fresh_times.append(time.perf_counter() - t)
+        del fresh
+        t = time.perf_counter()
+        memoryview(warm)[:] = source
+        warm_times.append(time.perf_counter() - t)
+    return statistics.median(fresh_times), statistics.median(warm_times)
+
+
+def run_cpp_bench(binary, quick):
+    """Runs the Google Benchmark program of the C++ hot path; returns its rows or a problem."""
+    import json
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix='.json') as out:
+        subprocess.run([binary, f'--benchmark_out={out.name}', '--benchmark_out_format=json',
+                        f'--benchmark_min_time={0.05 if quick else 0.5}'],
+                       check=True, capture_output=True, timeout=600)
+        data = json.load(open(out.name))
+    return [(b['name'], b['real_time'], b['time_unit']) for b in data['benchmarks']]
 
 
 def main(argv):
@@ -474,6 +509,14 @@ def main(argv):
     for cls in chosen:
         run_implementation(cls(), cfg, rows, memory_rows, problems)
 
+    fault_cost = measure_fault_cost()
+    cpp_rows = []
+    if args.cpp_bench:
+        try:
+            cpp_rows = run_cpp_bench(args.cpp_bench, args.quick)
+        except Exception as error:  # a failed extra section must not lose the whole run
+            problems.append(f'the C++ benchmark failed: {error}')
+
     for child in leftover_children():
         problems.append(f'a child process was still there at the end: {child}')
     info['load'] += '; at end: ' + ' '.join(f'{x:.2f}' for x in os.getloadavg())
@@ -482,7 +525,9 @@ def main(argv):
     os.makedirs(args.output_dir, exist_ok=True)
     results = os.path.join(args.output_dir, 'RESULTS.md')
     picture = os.path.join(args.output_dir, 'results.png')
-    report.write_markdown(results, info, cfg, rows, memory_rows, problems)
+    report.write_markdown(results, info, cfg, rows, memory_rows, problems,
+                          fault_cost=fault_cost, cpp_rows=cpp_rows,
+                          analysis=os.path.join(os.path.dirname(__file__), 'ANALYSIS.md'))
     report.plot(picture, rows, memory_rows, f"process_isolation benchmarks, {info['date']}, "
                 f"{cfg['mode']} run (bars: median; whiskers: p25–p75)")
     log(f'wrote {results} and {picture} in {cfg["wall time"]}')

@@ -5,6 +5,7 @@
 #include "proxy/remote_error.h"
 #include "proxy/specials.h"
 #include "protocol/limits.h"
+#include "runtime/process_id.h"
 #include "runtime/termination.h"
 
 #include <capnp/message.h>
@@ -115,7 +116,7 @@ UniqueFd Endpoint::takeFd(uint32_t index) {
 
 Endpoint::Endpoint(UniqueFd socket, Role role)
     : role_(role),
-      ownerPid_(::getpid()),
+      ownerPid_(currentPid()),
       channel_(std::move(socket)),
       codec_(*this),
       dispatcher_(codec_, exports_, role),
@@ -133,11 +134,11 @@ Endpoint::Endpoint(UniqueFd socket, Role role)
 }
 
 Endpoint::~Endpoint() {
-  if (::getpid() != ownerPid_) channel_.abandon();  // inherited across fork: not our fd
+  if (currentPid() != ownerPid_) channel_.abandon();  // inherited across fork: not our fd
 }
 
 void Endpoint::ensureUsable() {
-  if (::getpid() != ownerPid_) {
+  if (currentPid() != ownerPid_) {
     throw ClientStateError("this object belongs to process " + std::to_string(ownerPid_) +
                            "; a forked copy of it cannot talk to its isolated child");
   }
@@ -156,7 +157,7 @@ void Endpoint::close(const std::string& description) {
   if (closed_) return;
   closed_ = true;
   endedDescription_ = description;
-  if (::getpid() != ownerPid_) return;  // inherited across fork: not our fd, not our objects
+  if (currentPid() != ownerPid_) return;  // inherited across fork: not our fd, not our objects
   channel_.close();
   imports_.clear();
   exports_.clear();
@@ -198,7 +199,7 @@ void Endpoint::adoptImport(uint64_t id, PyObject* fresh, PyObject* old) {
 }
 
 void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
-  if (closed_ || ::getpid() != ownerPid_) return;
+  if (closed_ || currentPid() != ownerPid_) return;
   imports_.dropped(id, proxy);
 }
 
@@ -544,7 +545,7 @@ void Endpoint::awaitHello(Deadline deadline) {
 }
 
 void Endpoint::sendGoodbye() {
-  if (closed_ || ::getpid() != ownerPid_) return;
+  if (closed_ || currentPid() != ownerPid_) return;
   try {
     IoLock lock(*this);
     capnp::MallocMessageBuilder message;

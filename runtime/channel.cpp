@@ -7,8 +7,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <kj/debug.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,23 +37,26 @@ constexpr size_t kReadChunk = 64 * 1024;
   kj::throwFatalException(KJ_EXCEPTION(FAILED, "socket error", what, ec.message()));
 }
 
-// One sendmsg of `batch` with `fds` attached (SCM_RIGHTS). Errors as Asio reports them.
-size_t sendWithFds(int socket, const std::vector<boost::asio::const_buffer>& batch,
-                   kj::ArrayPtr<const int> fds, boost::system::error_code& ec) {
+// One non-blocking sendmsg of `batch`, with `fds` attached (SCM_RIGHTS) when there are any.
+// Errors as Asio reports them (would_block when the socket buffer is full).
+size_t sendSome(int socket, const std::vector<boost::asio::const_buffer>& batch,
+                kj::ArrayPtr<const int> fds, boost::system::error_code& ec) {
   std::vector<iovec> iov;
   for (auto& piece : batch) iov.push_back(iovec{const_cast<void*>(piece.data()), piece.size()});
   msghdr msg{};
   msg.msg_iov = iov.data();
   msg.msg_iovlen = iov.size();
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
-  msg.msg_control = control;
-  msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-  cmsghdr* header = CMSG_FIRSTHDR(&msg);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  memcpy(CMSG_DATA(header), fds.begin(), sizeof(int) * fds.size());
-  ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+  if (fds.size() > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* header = CMSG_FIRSTHDR(&msg);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(header), fds.begin(), sizeof(int) * fds.size());
+  }
+  ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n < 0) {
     ec = boost::system::error_code(errno, boost::system::system_category());
     if (errno == EAGAIN || errno == EWOULDBLOCK) ec = boost::asio::error::would_block;
@@ -145,7 +150,7 @@ struct Channel::Impl {
 
   // One recvmsg into [data, data + size), keeping any descriptors that come with it. Reports
   // errors like Asio's read_some (eof for an orderly shutdown).
-  size_t readSome(kj::byte* data, size_t size, boost::system::error_code& ec) {
+  size_t readSome(kj::byte* data, size_t size, int flags, boost::system::error_code& ec) {
     iovec iov{data, size};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -153,7 +158,7 @@ struct Channel::Impl {
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
     msg.msg_control = control;
     msg.msg_controllen = sizeof(control);
-    ssize_t n = ::recvmsg(socket.native_handle(), &msg, MSG_CMSG_CLOEXEC);
+    ssize_t n = ::recvmsg(socket.native_handle(), &msg, MSG_CMSG_CLOEXEC | flags);
     if (n < 0) {
       ec = boost::system::error_code(errno, boost::system::system_category());
       return 0;
@@ -193,18 +198,58 @@ struct Channel::Impl {
       begin = 0;
       if (buffer.size() - end < kReadChunk / 4) buffer.resize(buffer.size() * 2);
     }
+    end += receiveSome(buffer.data() + end, buffer.size() - end, deadline);
+  }
+
+  // The SO_RCVTIMEO now set on the socket, in milliseconds (-1: none, wait forever).
+  int receiveTimeoutMillis = -1;
+
+  // Reads at least one byte into [data, data + size), waiting until `deadline`.
+  //
+  // Without drained fds the wait is one blocking recvmsg, the cheapest wait there is (a failed
+  // non-blocking read, a poll and a second read cost a round trip a good part of its time).
+  // SO_RCVTIMEO bounds it by the deadline and the hook period; a signal interrupts it (EINTR),
+  // and the hook runs. With drained fds, poll() watches them all.
+  size_t receiveSome(kj::byte* data, size_t size, const Deadline& deadline) {
     for (;;) {
       boost::system::error_code ec;
-      size_t n = readSome(buffer.data() + end, buffer.size() - end, ec);
-      if (!ec) {
-        end += n;
-        return;
+      size_t n;
+      bool expired = deadline.expired();
+      if (drains.empty() && !expired) {
+        int cap = waitHook && hookPeriodMillis > 0 ? hookPeriodMillis
+                                                    : std::numeric_limits<int>::max();
+        int millis = deadline.pollMillis(cap);
+        if (millis == 0) millis = 1;  // 0 would mean "no timeout" to SO_RCVTIMEO
+        if (millis != receiveTimeoutMillis) {
+          timeval tv{};
+          if (millis > 0) {
+            tv.tv_sec = millis / 1000;
+            tv.tv_usec = (millis % 1000) * 1000;
+          }
+          ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+          receiveTimeoutMillis = millis;
+        }
+        n = readSome(data, size, 0, ec);
+      } else {
+        n = readSome(data, size, MSG_DONTWAIT, ec);
       }
+      if (!ec) return n;
       if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
-        wait(POLLIN, deadline);
+        if (!drains.empty()) {
+          wait(POLLIN, deadline);
+          continue;
+        }
+        if (deadline.expired()) {
+          kj::throwFatalException(
+              KJ_EXCEPTION(OVERLOADED, "deadline passed while waiting for the peer"));
+        }
+        if (waitHook && hookPeriodMillis > 0) waitHook();  // the hook period passed
         continue;
       }
-      if (ec == boost::asio::error::interrupted) continue;
+      if (ec == boost::asio::error::interrupted) {
+        if (waitHook) waitHook();
+        continue;
+      }
       throwSocketError(ec, "receive");
     }
   }
@@ -215,20 +260,7 @@ struct Channel::Impl {
     memcpy(out, buffer.data() + begin, fromBuffer);
     begin += fromBuffer;
     size_t done = fromBuffer;
-    while (done < size) {
-      boost::system::error_code ec;
-      size_t n = readSome(out + done, size - done, ec);
-      if (!ec) {
-        done += n;
-        continue;
-      }
-      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
-        wait(POLLIN, deadline);
-        continue;
-      }
-      if (ec == boost::asio::error::interrupted) continue;
-      throwSocketError(ec, "receive");
-    }
+    while (done < size) done += receiveSome(out + done, size - done, deadline);
   }
 };
 
@@ -236,8 +268,13 @@ Channel::Channel(UniqueFd socket) : impl_(std::make_unique<Impl>()) {
   boost::system::error_code ec;
   impl_->socket.assign(boost::asio::local::stream_protocol(), socket.release(), ec);
   if (ec) throwSocketError(ec, "assign");
-  impl_->socket.non_blocking(true, ec);
+  // Blocking, for the blocking receive (see receiveSome); sends pass MSG_DONTWAIT.
+  impl_->socket.non_blocking(false, ec);
   if (ec) throwSocketError(ec, "non_blocking");
+  int flags = ::fcntl(impl_->socket.native_handle(), F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK)) {
+    ::fcntl(impl_->socket.native_handle(), F_SETFL, flags & ~O_NONBLOCK);
+  }
 }
 
 Channel::~Channel() = default;
@@ -277,8 +314,8 @@ void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Dead
     // Gather as many pieces as sendmsg takes at once (IOV_MAX is 1024 on Linux).
     size_t last = std::min(buffers.size(), first + 512);
     std::vector<boost::asio::const_buffer> batch(buffers.begin() + first, buffers.begin() + last);
-    size_t n = fdsSent ? impl_->socket.write_some(batch, ec)
-                       : sendWithFds(impl_->socket.native_handle(), batch, fds, ec);
+    size_t n = sendSome(impl_->socket.native_handle(), batch,
+                        fdsSent ? kj::ArrayPtr<const int>() : fds, ec);
     if (!ec && n > 0) fdsSent = true;
     if (ec) {
       if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {

@@ -25,7 +25,8 @@ namespace pi {
 // use its parent's Channel (build a new one on an fd that the child owns).
 class Channel {
  public:
-  // Takes ownership of a connected stream socket and switches it to non-blocking mode.
+  // Takes ownership of a connected stream socket and switches it to blocking mode (receives
+  // block with a timeout; sends are non-blocking per call).
   explicit Channel(UniqueFd socket);
   ~Channel();
   Channel(const Channel&) = delete;
