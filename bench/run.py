@@ -517,6 +517,10 @@ def main(argv):
         except Exception as error:  # a failed extra section must not lose the whole run
             problems.append(f'the C++ benchmark failed: {error}')
 
+    for cls in chosen:
+        shutdown = getattr(cls, 'shutdown', None)
+        if shutdown is not None:
+            shutdown()
     for child in leftover_children():
         problems.append(f'a child process was still there at the end: {child}')
     info['load'] += '; at end: ' + ' '.join(f'{x:.2f}' for x in os.getloadavg())

@@ -5,6 +5,7 @@
 #include "proxy/remote_error.h"
 #include "proxy/specials.h"
 #include "protocol/limits.h"
+#include "runtime/child_main.h"
 #include "runtime/process_id.h"
 #include "runtime/termination.h"
 
@@ -494,13 +495,7 @@ void Endpoint::exitForSystemExit(const py::error_already_set& error) {
     Py_XDECREF(text);
   }
   Py_XDECREF(code);
-  for (const char* name : {"stdout", "stderr"}) {
-    PyObject* stream = PySys_GetObject(name);  // borrowed
-    if (stream == nullptr || stream == Py_None) continue;
-    PyObject* result = PyObject_CallMethod(stream, "flush", nullptr);
-    if (result == nullptr) PyErr_Clear();
-    Py_XDECREF(result);
-  }
+  flushPythonStdio();
   ::_exit(status & 0xff);
 }
 

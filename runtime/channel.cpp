@@ -2,6 +2,7 @@
 #include "runtime/channel.h"
 
 #include "protocol/limits.h"
+#include "runtime/fd_passing.h"
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
@@ -16,7 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <deque>
+#include <iterator>
 #include <limits>
 #include <vector>
 
@@ -46,16 +47,8 @@ size_t sendSome(int socket, const std::vector<boost::asio::const_buffer>& batch,
   msghdr msg{};
   msg.msg_iov = iov.data();
   msg.msg_iovlen = iov.size();
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
-  if (fds.size() > 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* header = CMSG_FIRSTHDR(&msg);
-    header->cmsg_level = SOL_SOCKET;
-    header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    memcpy(CMSG_DATA(header), fds.begin(), sizeof(int) * fds.size());
-  }
+  FdControlBuffer control;
+  attachFds(msg, control, fds);
   ssize_t n = ::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n < 0) {
     ec = boost::system::error_code(errno, boost::system::system_category());
@@ -146,7 +139,7 @@ struct Channel::Impl {
   size_t buffered() const { return end - begin; }
 
   // Descriptors received (SCM_RIGHTS) and not yet taken by a frame.
-  std::deque<UniqueFd> receivedFds;
+  std::vector<UniqueFd> receivedFds;
 
   // One recvmsg into [data, data + size), keeping any descriptors that come with it. Reports
   // errors like Asio's read_some (eof for an orderly shutdown).
@@ -155,24 +148,14 @@ struct Channel::Impl {
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
+    FdControlBuffer control;
+    expectFds(msg, control);
     ssize_t n = ::recvmsg(socket.native_handle(), &msg, MSG_CMSG_CLOEXEC | flags);
     if (n < 0) {
       ec = boost::system::error_code(errno, boost::system::system_category());
       return 0;
     }
-    for (cmsghdr* header = CMSG_FIRSTHDR(&msg); header != nullptr;
-         header = CMSG_NXTHDR(&msg, header)) {
-      if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-      size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
-        receivedFds.emplace_back(fd);
-      }
-    }
+    collectFds(msg, receivedFds);
     if (msg.msg_flags & MSG_CTRUNC) {
       ec = boost::system::errc::make_error_code(boost::system::errc::message_size);
       return 0;
@@ -341,10 +324,9 @@ std::vector<UniqueFd> Channel::takeFds(size_t count) {
   KJ_REQUIRE(impl_ != nullptr && count <= impl_->receivedFds.size(),
              "peer's frame claims file descriptors it did not send", count);
   std::vector<UniqueFd> out;
-  for (size_t i = 0; i < count; ++i) {
-    out.push_back(std::move(impl_->receivedFds.front()));
-    impl_->receivedFds.pop_front();
-  }
+  auto& queue = impl_->receivedFds;
+  std::move(queue.begin(), queue.begin() + long(count), std::back_inserter(out));
+  queue.erase(queue.begin(), queue.begin() + long(count));
   return out;
 }
 

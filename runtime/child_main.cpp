@@ -164,7 +164,9 @@ void installNativeCrashHandler() {
   }
 }
 
-void flushStdio() {
+}  // namespace
+
+void flushPythonStdio() {
   for (const char* name : {"stdout", "stderr"}) {
     PyObject* stream = PySys_GetObject(name);  // borrowed
     if (stream == nullptr || stream == Py_None) continue;
@@ -173,8 +175,6 @@ void flushStdio() {
     Py_XDECREF(result);
   }
 }
-
-}  // namespace
 
 void armLifeline(int fd) {
   if (::fcntl(fd, F_SETOWN, ::getpid()) != 0 || ::fcntl(fd, F_SETSIG, SIGKILL) != 0 ||
@@ -202,7 +202,7 @@ void runChild(const ChildSetup& setup, MessageHandler& handler) {
   } catch (...) {
     status = 70;
   }
-  if (python) flushStdio();
+  if (python) flushPythonStdio();
   ::_exit(status);
 }
 

@@ -33,6 +33,9 @@ constexpr int kChildSocketFd = 3;
 constexpr int kChildCrashFd = 4;
 constexpr int kChildLifelineFd = 5;
 
+// Flushes sys.stdout and sys.stderr, ignoring errors (before a child's _exit). Needs the GIL.
+void flushPythonStdio();
+
 // Makes the process get SIGKILL as soon as every write end of the pipe `fd` reads from is
 // closed (O_ASYNC with F_SETSIG), and exits at once if that has already happened. Async-signal
 // safe; used by the child and by the fork server.

@@ -11,6 +11,8 @@
 #include <optional>
 #include "runtime/fork_server.h"
 
+#include "runtime/fd_passing.h"
+
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <poll.h>
@@ -46,17 +48,9 @@ void sendPacket(int socket, const std::string& bytes, const std::vector<int>& fd
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  if (!fds.empty()) {
-    KJ_ASSERT(fds.size() <= kMaxFds);
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* header = CMSG_FIRSTHDR(&msg);
-    header->cmsg_level = SOL_SOCKET;
-    header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    memcpy(CMSG_DATA(header), fds.data(), sizeof(int) * fds.size());
-  }
+  FdControlBuffer control;
+  KJ_ASSERT(fds.size() <= kMaxFds);
+  attachFds(msg, control, kj::arrayPtr(fds.data(), fds.size()));
   ssize_t n;
   KJ_SYSCALL(n = ::sendmsg(socket, &msg, MSG_NOSIGNAL));
   KJ_REQUIRE(size_t(n) == bytes.size(), "fork server message was cut short");
@@ -70,25 +64,15 @@ std::string receivePacket(int socket, std::vector<UniqueFd>* fds) {
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  FdControlBuffer control;
+  expectFds(msg, control);
   ssize_t n;
   KJ_SYSCALL(n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC));
-  for (cmsghdr* header = CMSG_FIRSTHDR(&msg); header != nullptr;
-       header = CMSG_NXTHDR(&msg, header)) {
-    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof(int));
-      if (fds != nullptr) {
-        fds->emplace_back(fd);
-      } else {
-        ::close(fd);
-      }
-    }
-  }
+  std::vector<UniqueFd> received;
+  collectFds(msg, received);
+  if (fds != nullptr) {
+    for (auto& fd : received) fds->push_back(std::move(fd));
+  }  // else: closed as `received` goes
   KJ_REQUIRE(!(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)), "fork server message too large");
   bytes.resize(size_t(n));
   return bytes;

@@ -1,0 +1,33 @@
+// Passing file descriptors over a Unix socket (SCM_RIGHTS): the control-message plumbing.
+#pragma once
+
+#include "runtime/unique_fd.h"
+
+#include <kj/array.h>
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <vector>
+
+namespace pi {
+
+// The most fds one message of ours carries.
+constexpr size_t kMaxPassedFds = 64;
+
+// Control-message space for up to kMaxPassedFds fds, suitably aligned.
+struct FdControlBuffer {
+  alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(int) * kMaxPassedFds)];
+};
+
+// Points `msg` at `buffer` holding `fds` (borrowed) as one SCM_RIGHTS message; does nothing for
+// no fds. At most kMaxPassedFds.
+void attachFds(msghdr& msg, FdControlBuffer& buffer, kj::ArrayPtr<const int> fds);
+
+// Prepares `msg` to receive up to kMaxPassedFds fds into `buffer`.
+void expectFds(msghdr& msg, FdControlBuffer& buffer);
+
+// Appends the fds a received `msg` carried to `out` (they were received with
+// MSG_CMSG_CLOEXEC, so they are close-on-exec). Returns how many.
+size_t collectFds(msghdr& msg, std::vector<UniqueFd>& out);
+
+}  // namespace pi
