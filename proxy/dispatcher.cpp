@@ -276,9 +276,12 @@ DispatchResult opIssubclass(Call& call) {
 
 DispatchResult opByvalue(Call& call) {
   if (call.role == Role::kParent) refuse("copy a parent object by value");
+  // Protocol 5 with out-of-band buffers: large contiguous buffers (numpy arrays) are not copied
+  // into the pickle but sent beside it, each in a sealed memfd (see Endpoint::serveRequest).
+  py::list buffers;
   py::object dumps = py::module_::import("pickle").attr("dumps");
-  return {dumps(call.requireTarget(), py::module_::import("pickle").attr("HIGHEST_PROTOCOL")),
-          true};
+  py::object data = dumps(call.requireTarget(), 5, py::arg("buffer_callback") = buffers.attr("append"));
+  return {py::make_tuple(data, buffers), true};
 }
 
 DispatchResult opCallByName(Call& call) {

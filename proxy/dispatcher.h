@@ -19,7 +19,8 @@ enum class Role { kParent, kChild };
 // What an op produced.
 struct DispatchResult {
   py::object value;
-  bool pickled = false;  // `value` is pickle bytes, to be sent as Value.pickled
+  bool pickled = false;  // `value` is (pickle bytes, [out-of-band PickleBuffer, ...]): sent as a
+                         // list of Value.pickled and then one bytearray per buffer
 };
 
 // Runs requests against the local objects in an export table. Requires the GIL.

@@ -431,9 +431,21 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
   try {
     result = dispatcher_.dispatch(request);
     if (result.pickled) {
-      std::string_view bytes = py::bytes(result.value);
-      response.initValue().setPickled(
+      py::tuple parts = py::reinterpret_borrow<py::tuple>(result.value);
+      std::string_view bytes = py::bytes(parts[0]);
+      py::list buffers = py::reinterpret_borrow<py::list>(parts[1]);
+      auto list = response.initValue().initList(unsigned(1 + buffers.size()));
+      list[0].setPickled(
           kj::arrayPtr(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()));
+      for (unsigned i = 0; i < buffers.size(); ++i) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(buffers[i].ptr(), &view, PyBUF_CONTIG_RO) != 0) {
+          throw py::error_already_set();
+        }
+        KJ_DEFER(PyBuffer_Release(&view));
+        codec_.encodeBytesLike(static_cast<const char*>(view.buf), size_t(view.len),
+                               list[i + 1]);
+      }
     } else {
       codec_.encode(result.value, response.initValue());
     }

@@ -194,6 +194,14 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
   }
 }
 
+void ValueCodec::encodeBytesLike(const char* data, size_t size, wire::Value::Builder out) {
+  if (size >= kBufferThresholdBytes &&
+      encodeBuffer(data, size, wire::Buffer::Kind::BYTEARRAY, out, /*immutable=*/false)) {
+    return;
+  }
+  out.setBytearray(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data), size));
+}
+
 bool ValueCodec::encodeBuffer(const char* data, size_t size, wire::Buffer::Kind kind,
                               wire::Value::Builder out, bool immutable) {
   if (size > kMaxBufferBytes) return false;  // inline, where the frame size limit refuses it

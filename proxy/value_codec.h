@@ -70,6 +70,10 @@ class ValueCodec {
   // an unknown back id.
   py::object decode(wire::Value::Reader in);
 
+  // Writes `size` bytes at `data` as a bytearray value: out of band (a sealed memfd) when large,
+  // inline otherwise. Keeps the GIL (the memory may belong to a mutable object).
+  void encodeBytesLike(const char* data, size_t size, wire::Value::Builder out);
+
   const BuiltinTable& builtins() const { return builtins_; }
 
  private:

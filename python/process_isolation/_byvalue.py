@@ -66,12 +66,13 @@ class _AllowListUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def loads(data: bytes, trusted: bool):
+def loads(data: bytes, trusted: bool, buffers=()):
     """Unpickles ``data`` sent by a child.
 
     Args:
-        data: pickle bytes.
+        data: pickle bytes (protocol 5).
         trusted: when True, any global may be resolved (plain ``pickle.loads``).
+        buffers: the pickle's out-of-band buffers (bytearrays), in order.
 
     Returns:
         The rebuilt object.
@@ -81,5 +82,5 @@ def loads(data: bytes, trusted: bool):
         pickle.UnpicklingError: the bytes are not a valid pickle.
     """
     if trusted:
-        return pickle.loads(data)
-    return _AllowListUnpickler(io.BytesIO(data)).load()
+        return pickle.loads(data, buffers=buffers)
+    return _AllowListUnpickler(io.BytesIO(data), buffers=buffers).load()

@@ -445,7 +445,12 @@ def byvalue(proxy):
         raise
     except Exception as error:
         raise TypeError(f"cannot copy {_core.proxy_label(proxy)} by value: {error}") from error
-    return _byvalue.loads(data, trusted)
+    if not (isinstance(data, list) and data and isinstance(data[0], bytes)
+            and all(isinstance(b, bytearray) for b in data[1:])):
+        raise TypeError(f"the isolated child answered byvalue() with {type(data).__name__}, "
+                        "not a pickle")
+    # Large buffers (numpy arrays) came beside the pickle and are used in place, not copied.
+    return _byvalue.loads(data[0], trusted, data[1:])
 
 
 @contextmanager

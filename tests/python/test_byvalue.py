@@ -97,3 +97,29 @@ def test_trust_belongs_to_the_context_that_made_the_object(new_context, records_
     record = untrusted.load_module('isofix_records').make_record()
     with pytest.raises(TypeError):
         byvalue(record)
+
+
+@pytest.mark.parametrize('mib', [0, 16])
+def test_byvalue_copies_a_numpy_array_with_its_data_beside_the_pickle(ctx, mib):
+    numpy = pytest.importorskip('numpy', reason='numpy is an optional test dependency')
+    remote_numpy = ctx.load_module('numpy')
+    count = max(1, (mib << 20) // 8)
+    remote = remote_numpy.arange(count, dtype=remote_numpy.float64).reshape(-1, 2 if count > 1
+                                                                           else 1)
+    copy = byvalue(remote)
+    assert type(copy) is numpy.ndarray
+    assert copy.dtype == numpy.float64 and copy.shape == tuple(remote.shape)
+    assert numpy.array_equal(copy, numpy.arange(count, dtype=numpy.float64).reshape(copy.shape))
+    # A copy of the parent's own: writable, and independent of the child's array.
+    assert copy.flags.writeable
+    copy[0, 0] = -1.0
+    assert float(remote[0, 0]) == 0.0
+
+
+def test_byvalue_of_a_non_contiguous_numpy_array_is_correct(ctx):
+    numpy = pytest.importorskip('numpy', reason='numpy is an optional test dependency')
+    remote_numpy = ctx.load_module('numpy')
+    remote = remote_numpy.arange(4 << 18, dtype=remote_numpy.int64).reshape(-1, 4)[:, ::2]
+    copy = byvalue(remote)
+    expected = numpy.arange(4 << 18, dtype=numpy.int64).reshape(-1, 4)[:, ::2]
+    assert numpy.array_equal(copy, expected)
