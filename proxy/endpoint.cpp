@@ -571,7 +571,7 @@ void Endpoint::exportRef(py::handle object, wire::Ref::Builder ref) {
   uint64_t typeId = exports_.pin(reinterpret_cast<PyObject*>(type));
   ref.setTypeId(typeId);
   if (describedTypes_.count(typeId) == 0) {
-    describeType(type, typeId, ref.initTypeInfo());
+    describeType(type, ref.initTypeInfo());
     describedTypes_.insert(typeId);
   }
   if (PyType_Check(object.ptr()) &&
@@ -581,7 +581,7 @@ void Endpoint::exportRef(py::handle object, wire::Ref::Builder ref) {
   }
 }
 
-void Endpoint::describeType(PyTypeObject* type, uint64_t, wire::TypeInfo::Builder info) {
+void Endpoint::describeType(PyTypeObject* type, wire::TypeInfo::Builder info) {
   py::handle typeObject(reinterpret_cast<PyObject*>(type));
   info.setName(attrString(typeObject, "__qualname__", type->tp_name));
   info.setModule(attrString(typeObject, "__module__", "builtins"));

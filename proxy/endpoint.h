@@ -143,7 +143,7 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
   py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
-  void describeType(PyTypeObject* type, uint64_t typeId, wire::TypeInfo::Builder info);
+  void describeType(PyTypeObject* type, wire::TypeInfo::Builder info);
   void describeClass(py::handle cls, wire::ClassInfo::Builder info);
 
   Role role_;
