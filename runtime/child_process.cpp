@@ -22,6 +22,9 @@ namespace pi {
 
 namespace {
 
+// How long a SIGKILLed child may take to exit before the parent stops waiting for it.
+constexpr double kKilledExitSeconds = 10.0;
+
 int openPidfd(pid_t pid) {
 #ifdef SYS_pidfd_open
   int fd = int(::syscall(SYS_pidfd_open, pid, 0));
@@ -201,8 +204,16 @@ void ChildProcess::kill(int signal) {
 }
 
 Termination ChildProcess::reapBlocking() {
-  if (auto t = waitFor(Deadline::never())) { return *t; }
-  KJ_FAIL_ASSERT("waitFor without deadline returned nothing");
+  // After SIGKILL a child exits at once, unless it is stuck in an uninterruptible kernel wait
+  // (a hung NFS read, a device): then give up waiting rather than hang the parent; the kernel
+  // reaps it into a zombie of ours that a later tryReap() collects.
+  if (auto t = waitFor(Deadline::after(kKilledExitSeconds))) return *t;
+  Termination t;
+  t.pid = pid_;
+  t.signal = SIGKILL;
+  t.reason = "it did not exit within " + std::to_string(int(kKilledExitSeconds)) +
+             " s of SIGKILL (stuck in the kernel?)";
+  return t;
 }
 
 Termination ChildProcess::terminate(double graceSeconds) {
