@@ -5,6 +5,7 @@
 #include "proxy/specials.h"
 #include "runtime/termination.h"
 
+#include <capnp/schema.h>
 #include <pybind11/detail/exception_translation.h>
 
 #include <algorithm>
@@ -94,13 +95,11 @@ std::string describeCall(PyObject* self, wire::Op op, std::string_view name, Cal
     case wire::Op::COMPARE:
       return label + "." + std::string(name) + "(" + list + ")";
     default: {
-      static const char* const kNames[] = {
-          "import",   "getattr", "setattr", "delattr",   "call",       "callMethod", "repr",
-          "str",      "dir",     "len",     "getitem",   "setitem",    "delitem",    "contains",
-          "iter",     "next",    "compare", "bool",      "hash",       "special",    "isinstance",
-          "issubclass", "byvalue", "callByName", "format", "iterBatch"};
-      size_t index = size_t(op);
-      std::string opName = index < sizeof(kNames) / sizeof(kNames[0]) ? kNames[index] : "op";
+      // The op's name as the schema spells it.
+      auto enumerants = capnp::Schema::from<wire::Op>().getEnumerants();
+      std::string opName = size_t(op) < enumerants.size()
+                               ? enumerants[unsigned(op)].getProto().getName().cStr()
+                               : "op";
       return opName + "(" + label + (list.empty() ? "" : ", " + list) + ")";
     }
   }

@@ -360,18 +360,9 @@ void Channel::shutdown() {
   impl_->socket.shutdown(boost::asio::socket_base::shutdown_both, ec);  // best effort
 }
 
-}  // namespace pi
-
-namespace pi {
-
 void Channel::addDrain(int fd, std::function<void(const char*, size_t)> sink) {
   if (!impl_) return;
   impl_->drains.push_back(Impl::Drain{fd, std::move(sink)});
-}
-
-void Channel::drainNow() {
-  if (!impl_) return;
-  for (size_t i = impl_->drains.size(); i-- > 0;) impl_->drainOne(i);
 }
 
 void Channel::clearDrains() {

@@ -60,8 +60,6 @@ class Channel {
   // blocks on a full pipe. The sink runs on the waiting thread, without the GIL. The fd is
   // dropped from the set at EOF; it must stay open while it is in the set.
   void addDrain(int fd, std::function<void(const char*, size_t)> sink);
-  // Reads what the drained fds have now, without waiting.
-  void drainNow();
   // Forgets every drained fd (their owner is closing them).
   void clearDrains();
 

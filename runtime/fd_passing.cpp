@@ -9,7 +9,7 @@ namespace pi {
 
 void attachFds(msghdr& msg, FdControlBuffer& buffer, kj::ArrayPtr<const int> fds) {
   if (fds.size() == 0) return;
-  KJ_REQUIRE(fds.size() <= kMaxPassedFds, "too many fds for one message", fds.size());
+  KJ_REQUIRE(fds.size() <= kMaxFrameFds, "too many fds for one message", fds.size());
   msg.msg_control = buffer.bytes;
   msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
   cmsghdr* header = CMSG_FIRSTHDR(&msg);

@@ -1,6 +1,7 @@
 // Passing file descriptors over a Unix socket (SCM_RIGHTS): the control-message plumbing.
 #pragma once
 
+#include "protocol/limits.h"
 #include "runtime/unique_fd.h"
 
 #include <kj/array.h>
@@ -11,19 +12,16 @@
 
 namespace pi {
 
-// The most fds one message of ours carries.
-constexpr size_t kMaxPassedFds = 64;
-
-// Control-message space for up to kMaxPassedFds fds, suitably aligned.
+// Control-message space for up to kMaxFrameFds fds, suitably aligned.
 struct FdControlBuffer {
-  alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(int) * kMaxPassedFds)];
+  alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(int) * kMaxFrameFds)];
 };
 
 // Points `msg` at `buffer` holding `fds` (borrowed) as one SCM_RIGHTS message; does nothing for
-// no fds. At most kMaxPassedFds.
+// no fds. At most kMaxFrameFds.
 void attachFds(msghdr& msg, FdControlBuffer& buffer, kj::ArrayPtr<const int> fds);
 
-// Prepares `msg` to receive up to kMaxPassedFds fds into `buffer`.
+// Prepares `msg` to receive up to kMaxFrameFds fds into `buffer`.
 void expectFds(msghdr& msg, FdControlBuffer& buffer);
 
 // Appends the fds a received `msg` carried to `out` (they were received with
