@@ -48,7 +48,22 @@ struct Message {
 
     goodbye @4 :Void;
     # The parent asks the child to stop serving and exit with status 0. Never answered.
+
+    setup @6 :Setup;
+    # The parent's first message, on the socket, written as soon as the child exists. The child
+    # reads it before anything else, applies it, and only then says `hello`.
   }
+}
+
+struct Setup {
+  # How the connection carries its frames from here on. Sent once, by the parent.
+
+  sharedRings @0 :Bool;
+  # When true, the frame carries one fd: a memfd holding two byte rings (see
+  # runtime/shared_rings.h and docs/protocol.md, "Shared memory"). Both sides switch to the
+  # rings right after this frame: the parent after writing it, the child after reading it. From
+  # then on the socket carries only wake-up bytes and fd carriers. When false, everything stays
+  # on the socket.
 }
 
 struct Hello {

@@ -42,16 +42,21 @@ class Connection : public EndpointObserver {
   // Forks a child that runs `bootstrap()` (a Python callable, or None) and then serves; waits
   // up to `startTimeout` seconds for it to say hello. Throws TerminationError if it dies or
   // stalls on the way.
+  // `sharedRings`: frames travel through shared memory rings (the socket stays the wake-up line
+  // and the death detector), or, when false, through the socket alone. The same for spawn() and
+  // viaForkServer().
   static std::unique_ptr<Connection> start(py::object bootstrap, double startTimeout,
                                            const OutputSpec& stdoutSpec = {},
-                                           const OutputSpec& stderrSpec = {});
+                                           const OutputSpec& stderrSpec = {},
+                                           bool sharedRings = true);
 
   // Like start(), but the child is a fresh program: `argv` is run with posix_spawn and gets
   // its socket as fd kSpawnSocketFd, its crash pipe as kSpawnCrashFd, and its stdout/stderr
   // as the specs say. The program must call runChild (process_isolation._spawn does).
   static std::unique_ptr<Connection> spawn(const std::vector<std::string>& argv,
                                            double startTimeout, const OutputSpec& stdoutSpec = {},
-                                           const OutputSpec& stderrSpec = {});
+                                           const OutputSpec& stderrSpec = {},
+                                           bool sharedRings = true);
 
   // Like start(), but `server` forks the child; `options` are handed to the server's child
   // main (process_isolation._spawn reads them).
@@ -59,7 +64,8 @@ class Connection : public EndpointObserver {
                                                    const std::string& options,
                                                    double startTimeout,
                                                    const OutputSpec& stdoutSpec = {},
-                                                   const OutputSpec& stderrSpec = {});
+                                                   const OutputSpec& stderrSpec = {},
+                                                   bool sharedRings = true);
   ~Connection() override;
 
   const std::shared_ptr<Endpoint>& endpoint() const { return endpoint_; }
@@ -88,7 +94,7 @@ class Connection : public EndpointObserver {
       const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd,
                                        int lifelineFd)>& makeChild,
       double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec,
-      bool withLifeline);
+      bool withLifeline, bool sharedRings);
   std::string drainCrashPipe(Deadline deadline);
   void drainOutput();
   Termination finish(Termination termination, Deadline crashReportDeadline);

@@ -7,6 +7,7 @@
 #include "protocol/limits.h"
 #include "runtime/child_main.h"
 #include "runtime/process_id.h"
+#include "runtime/shared_rings.h"
 #include "runtime/termination.h"
 
 #include <capnp/message.h>
@@ -218,9 +219,11 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
   // the message before it applies the release, so a proxy dropped while the message was being
   // made (the result of a call, an exception's remote half) can never release an id the
   // message still names.
+  countFrame(sentFrames_, message.getRoot<wire::Message>().which());
   std::optional<capnp::MallocMessageBuilder> releaseMessage;
   std::optional<OutgoingFrame> releaseFrame;
   if (imports_.hasReleases()) {
+    countFrame(sentFrames_, wire::Message::RELEASE);
     auto releases = imports_.takeReleases();
     releaseMessage.emplace();
     auto release = releaseMessage->initRoot<wire::Message>().initRelease();
@@ -242,9 +245,11 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
       channel_.send(pieces, deadline, fdArray);
     }
   } catch (kj::Exception& e) {
-    fail(e.getType() == kj::Exception::Type::OVERLOADED ? EndpointObserver::Loss::kTimeout
-                                                         : EndpointObserver::Loss::kDisconnected,
-         kjDescription(e));
+    auto loss = EndpointObserver::Loss::kDisconnected;
+    if (e.getType() == kj::Exception::Type::OVERLOADED) loss = EndpointObserver::Loss::kTimeout;
+    // A peer that corrupted the ring we write into, or wrote junk on the socket.
+    if (e.getType() == kj::Exception::Type::FAILED) loss = EndpointObserver::Loss::kProtocol;
+    fail(loss, kjDescription(e));
   }
 }
 
@@ -262,7 +267,9 @@ IncomingFrame Endpoint::receive(Deadline deadline) {
       py::gil_scoped_release nogil;
       frame.emplace(channel_.receive(deadline));
     }
-    incomingFds_ = channel_.takeFds(frame->getRoot<wire::Message>().getFdCount());
+    auto message = frame->getRoot<wire::Message>();
+    countFrame(receivedFrames_, message.which());
+    incomingFds_ = channel_.takeFds(message.getFdCount());
     return std::move(*frame);
   } catch (kj::Exception& e) {
     auto loss = EndpointObserver::Loss::kDisconnected;
@@ -395,6 +402,7 @@ void Endpoint::applyBufferedReleases() {
     while (!pendingFrame_ && !closed_ && channel_.hasBufferedFrame()) {
       IncomingFrame frame = channel_.receive(Deadline::never());
       auto message = frame.getRoot<wire::Message>();
+      countFrame(receivedFrames_, message.which());
       incomingFds_ = channel_.takeFds(message.getFdCount());
       if (!message.isRelease()) {
         pendingFrame_.emplace(std::move(frame));
@@ -513,6 +521,17 @@ void Endpoint::exitForSystemExit(const py::error_already_set& error) {
 
 void Endpoint::serve() {
   {
+    // The parent's setup comes first: it says how frames travel from here on.
+    IncomingFrame frame = receive(Deadline::never());
+    auto message = frame.getRoot<wire::Message>();
+    KJ_REQUIRE(message.isSetup(), "the parent's first message is not setup");
+    if (message.getSetup().getSharedRings()) {
+      KJ_REQUIRE(incomingFds_.size() == 1, "setup names shared rings but carries no memfd");
+      channel_.useRings(SharedRings::attach(std::move(incomingFds_[0]), RingSide::kChild));
+    }
+    incomingFds_.clear();
+  }
+  {
     capnp::MallocMessageBuilder message;
     auto hello = message.initRoot<wire::Message>().initHello();
     hello.setPid(::getpid());
@@ -540,8 +559,25 @@ void Endpoint::serve() {
   }
 }
 
-void Endpoint::awaitHello(Deadline deadline) {
+void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
   IoLock lock(*this);
+  {
+    std::unique_ptr<SharedRings> rings;
+    if (sharedRings) {
+      try {
+        rings = SharedRings::create();
+      } catch (kj::Exception&) {
+        // No memfd or no shared mapping here (a seccomp policy, an old kernel): the socket alone
+        // carries the frames, which is slower but the same protocol.
+      }
+    }
+    capnp::MallocMessageBuilder message;
+    message.initRoot<wire::Message>().initSetup().setSharedRings(rings != nullptr);
+    std::vector<UniqueFd> fds;
+    if (rings) fds.push_back(rings->takeFd());
+    sendMessage(message, deadline, &fds);
+    if (rings) channel_.useRings(std::move(rings));
+  }
   IncomingFrame frame = receive(deadline);
   try {
     auto message = frame.getRoot<wire::Message>();
@@ -558,6 +594,7 @@ void Endpoint::sendGoodbye() {
     capnp::MallocMessageBuilder message;
     message.initRoot<wire::Message>().setGoodbye();
     OutgoingFrame frame(message);
+    countFrame(sentFrames_, wire::Message::GOODBYE);
     channel_.send(frame.pieces(), Deadline::after(1.0));
   } catch (...) {
     // Best effort: the caller kills the child anyway.

@@ -11,6 +11,7 @@
 #include <kj/exception.h>
 #include <pybind11/pybind11.h>
 
+#include <array>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -78,8 +79,12 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
 
   // Child side: sends hello, then serves until the parent says goodbye or goes away.
   void serve();
-  // Parent side: waits for the child's hello. Throws like request().
-  void awaitHello(Deadline deadline);
+  // Parent side: sends the setup (with the shared rings when `sharedRings` is true and the
+  // kernel gives us a memfd; see Setup in the schema), then waits for the child's hello. Throws
+  // like request().
+  void awaitHello(Deadline deadline, bool sharedRings = true);
+  // True when frames travel through shared memory rather than the socket.
+  bool usesSharedRings() const { return channel_.usesRings(); }
   // Parent side: asks the child to exit. Best effort; never throws.
   void sendGoodbye();
 
@@ -109,6 +114,13 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // Makes `fresh`'s import-table entry belong to `old` (which takes over fresh's id): used when
   // a module proxy of an ended child is re-pointed to the module in a new child.
   void adoptImport(uint64_t id, PyObject* fresh, PyObject* old);
+
+  // Frames sent and received so far, by the kind of Message they carry (indexed by
+  // wire::Message::Which). For tests and diagnostics: how many round trips something costs.
+  static constexpr size_t kFrameKinds = 8;
+  using FrameCounts = std::array<uint64_t, kFrameKinds>;
+  const FrameCounts& sentFrames() const { return sentFrames_; }
+  const FrameCounts& receivedFrames() const { return receivedFrames_; }
 
   size_t exportCount() const { return exports_.size(); }
   size_t importCount() const { return imports_.size(); }
@@ -181,6 +193,11 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // Local classes mirroring the peer's exception classes, both ways.
   std::unordered_map<uint64_t, py::object> mirrorClasses_;
   std::unordered_map<PyObject*, uint64_t> mirrorIds_;
+  FrameCounts sentFrames_{};
+  FrameCounts receivedFrames_{};
+  void countFrame(FrameCounts& counts, wire::Message::Which which) {
+    counts[size_t(which) < kFrameKinds ? size_t(which) : kFrameKinds - 1] += 1;
+  }
   // Reused zeroed first segment for outgoing messages (see capnp::MallocMessageBuilder).
   kj::Array<capnp::word> scratch_;
   bool scratchInUse_ = false;

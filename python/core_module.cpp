@@ -7,6 +7,7 @@
 #include "proxy/proxy_object.h"
 #include "runtime/termination.h"
 
+#include <capnp/schema.h>
 #include <kj/exception.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -168,43 +169,49 @@ PYBIND11_MODULE(_core, m) {
           "start",
           [](py::object bootstrap, double startTimeout, const std::string& stdoutMode,
              const std::string& stdoutPath, const std::string& stderrMode,
-             const std::string& stderrPath) {
+             const std::string& stderrPath, bool sharedMemory) {
             return pi::Connection::start(std::move(bootstrap), startTimeout,
                                          outputSpec(stdoutMode, stdoutPath),
-                                         outputSpec(stderrMode, stderrPath));
+                                         outputSpec(stderrMode, stderrPath), sharedMemory);
           },
           py::arg("bootstrap"), py::arg("start_timeout") = 60.0,
           py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
           py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
+          py::arg("shared_memory") = true,
           "Forks a child that runs bootstrap() and then serves; waits for it.")
       .def_static(
           "spawn",
           [](std::vector<std::string> argv, double startTimeout, const std::string& stdoutMode,
              const std::string& stdoutPath, const std::string& stderrMode,
-             const std::string& stderrPath) {
+             const std::string& stderrPath, bool sharedMemory) {
             return pi::Connection::spawn(argv, startTimeout, outputSpec(stdoutMode, stdoutPath),
-                                         outputSpec(stderrMode, stderrPath));
+                                         outputSpec(stderrMode, stderrPath), sharedMemory);
           },
           py::arg("argv"), py::arg("start_timeout") = 60.0, py::arg("stdout_mode") = "inherit",
           py::arg("stdout_path") = "", py::arg("stderr_mode") = "inherit",
-          py::arg("stderr_path") = "",
+          py::arg("stderr_path") = "", py::arg("shared_memory") = true,
           "Starts argv (a fresh interpreter running process_isolation._spawn) as the child.")
       .def_static(
           "via_fork_server",
           [](std::shared_ptr<pi::ForkServerClient> server, const std::string& options,
              double startTimeout, const std::string& stdoutMode, const std::string& stdoutPath,
-             const std::string& stderrMode, const std::string& stderrPath) {
+             const std::string& stderrMode, const std::string& stderrPath, bool sharedMemory) {
             return pi::Connection::viaForkServer(std::move(server), options, startTimeout,
                                                  outputSpec(stdoutMode, stdoutPath),
-                                                 outputSpec(stderrMode, stderrPath));
+                                                 outputSpec(stderrMode, stderrPath), sharedMemory);
           },
           py::arg("server"), py::arg("options"), py::arg("start_timeout") = 60.0,
           py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
           py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
+          py::arg("shared_memory") = true,
           "Has the fork server fork the child.")
       .def("output_tail", &pi::Connection::outputTail, py::arg("stream"), py::arg("lines") = 50)
       .def_property_readonly("pid", &pi::Connection::pid)
       .def_property_readonly("alive", &pi::Connection::alive)
+      .def_property_readonly("transport",
+                             [](pi::Connection& c) {
+                               return c.endpoint()->usesSharedRings() ? "shm" : "socket";
+                             })
       .def_property_readonly("termination",
                              [](pi::Connection& c) -> py::object {
                                if (!c.termination()) return py::none();
@@ -235,6 +242,23 @@ PYBIND11_MODULE(_core, m) {
       .def("interrupt", [](pi::Connection& c) { c.interruptPeer(); })
       .def("set_restart_hook",
            [](pi::Connection& c, py::object hook) { c.endpoint()->setRestartHook(hook); })
+      .def("frame_counts",
+           [](pi::Connection& c) {
+             // {'sent': {kind: frames}, 'received': {...}}, kinds named as in the schema.
+             auto enumerants = capnp::Schema::from<pi::wire::Message>().getUnionFields();
+             auto table = [&](const pi::Endpoint::FrameCounts& counts) {
+               py::dict out;
+               for (auto field : enumerants) {
+                 size_t which = field.getProto().getDiscriminantValue();
+                 if (which < counts.size()) out[field.getProto().getName().cStr()] = counts[which];
+               }
+               return out;
+             };
+             py::dict result;
+             result["sent"] = table(c.endpoint()->sentFrames());
+             result["received"] = table(c.endpoint()->receivedFrames());
+             return result;
+           })
       .def("export_count", [](pi::Connection& c) { return c.endpoint()->exportCount(); })
       .def("import_count", [](pi::Connection& c) { return c.endpoint()->importCount(); })
       .def("owns", [](pi::Connection& c, py::handle proxy) {

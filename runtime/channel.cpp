@@ -3,6 +3,7 @@
 
 #include "protocol/limits.h"
 #include "runtime/fd_passing.h"
+#include "runtime/shared_rings.h"
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
@@ -10,6 +11,7 @@
 #include <kj/debug.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <thread>
 #include <vector>
 
 namespace pi {
@@ -26,6 +29,34 @@ namespace pi {
 namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
+
+// In ring mode the socket carries only single bytes that say "look at the rings": a wake-up, or
+// the carrier of the fds (SCM_RIGHTS) of a frame that is about to appear in a ring. Any other
+// byte is a protocol error.
+constexpr kj::byte kWakeByte = 0;
+constexpr kj::byte kFdsByte = 1;
+
+// How long a side waiting for the peer polls the rings before it sleeps on the socket. A
+// round trip through a sleeping peer costs tens of microseconds here (two wake-ups through the
+// scheduler); a spinning peer answers in about one. The budget adapts: a wait that ends in sleep
+// halves it (down to the minimum), a wait that ends while spinning restores it.
+constexpr std::chrono::nanoseconds kMaxSpin = std::chrono::microseconds(50);
+constexpr std::chrono::nanoseconds kMinSpin = std::chrono::microseconds(2);
+
+// Spinning only helps when the peer can run at the same time.
+bool severalCpus() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set) > 1;
+  return std::thread::hardware_concurrency() > 1;
+}
+
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
 
 // The single place where a socket error becomes a typed kj exception.
 [[noreturn]] void throwSocketError(const boost::system::error_code& ec, const char* what) {
@@ -172,8 +203,8 @@ struct Channel::Impl {
     return size_t(n);
   }
 
-  // Reads whatever is available (at least one byte) into the buffer tail.
-  void fill(const Deadline& deadline) {
+  // Makes room for at least kReadChunk / 4 more bytes at the buffer tail.
+  void makeRoom() {
     if (begin == end) begin = end = 0;
     if (buffer.size() - end < kReadChunk / 4) {
       memmove(buffer.data(), buffer.data() + begin, buffered());
@@ -181,7 +212,21 @@ struct Channel::Impl {
       begin = 0;
       if (buffer.size() - end < kReadChunk / 4) buffer.resize(buffer.size() * 2);
     }
+  }
+
+  // Reads whatever is available (at least one byte) into the buffer tail.
+  void fill(const Deadline& deadline) {
+    makeRoom();
     end += receiveSome(buffer.data() + end, buffer.size() - end, deadline);
+  }
+
+  // Ring mode: moves what the ring holds now into the buffer, without waiting.
+  void pullFromRing() {
+    if (rings->available() == 0) return;
+    makeRoom();
+    size_t n = rings->read(buffer.data() + end, buffer.size() - end);
+    end += n;
+    if (n > 0 && rings->peerNeedsWakeForSpace()) wakePeer();
   }
 
   // The SO_RCVTIMEO now set on the socket, in milliseconds (-1: none, wait forever).
@@ -194,6 +239,10 @@ struct Channel::Impl {
   // SO_RCVTIMEO bounds it by the deadline and the hook period; a signal interrupts it (EINTR),
   // and the hook runs. With drained fds, poll() watches them all.
   size_t receiveSome(kj::byte* data, size_t size, const Deadline& deadline) {
+    return rings ? ringReceiveSome(data, size, deadline) : socketReceiveSome(data, size, deadline);
+  }
+
+  size_t socketReceiveSome(kj::byte* data, size_t size, const Deadline& deadline) {
     for (;;) {
       boost::system::error_code ec;
       size_t n;
@@ -234,6 +283,174 @@ struct Channel::Impl {
         continue;
       }
       throwSocketError(ec, "receive");
+    }
+  }
+
+  // ---- ring mode ------------------------------------------------------------------------
+
+  std::unique_ptr<SharedRings> rings;
+  // The peer's end of the socket is closed (EOF while in ring mode): once the ring it writes is
+  // empty, it is gone.
+  bool peerClosed = false;
+  bool canSpin = severalCpus();
+  std::chrono::nanoseconds spinBudget = kMaxSpin;
+
+  // Polls `ready` until it is true (returns true) or the spin budget is spent (false).
+  template <typename Ready>
+  bool spin(Ready&& ready) {
+    if (!canSpin || peerClosed) return false;
+    auto start = std::chrono::steady_clock::now();
+    for (unsigned i = 1;; ++i) {
+      if (ready()) {
+        spinBudget = kMaxSpin;
+        return true;
+      }
+      cpuRelax();
+      if ((i & 63) == 0 && std::chrono::steady_clock::now() - start >= spinBudget) break;
+    }
+    spinBudget = std::max(kMinSpin, spinBudget / 2);
+    return false;
+  }
+
+  // One wake-up byte for the peer. Best effort: a full socket buffer means wake-ups are already
+  // queued, and a peer that is gone shows at our next wait.
+  void wakePeer() {
+    kj::byte wake = kWakeByte;
+    ssize_t n = ::send(socket.native_handle(), &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+  }
+
+  // The bytes read off the socket in ring mode must all be wake-ups or fd carriers.
+  static void checkRingModeBytes(const kj::byte* bytes, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      KJ_REQUIRE(bytes[i] == kWakeByte || bytes[i] == kFdsByte,
+                 "peer wrote to the socket outside the protocol (it carries only wake-ups while "
+                 "the shared rings are in use)",
+                 uint(bytes[i]));
+    }
+  }
+
+  // Sleeps on the socket until a byte arrives (a wake-up or an fd carrier), the deadline passes
+  // (OVERLOADED) or the wait hook throws. At EOF it returns, once, so that the caller looks at
+  // the rings a last time; after that it throws DISCONNECTED.
+  void sleepOnSocket(const Deadline& deadline) {
+    if (peerClosed) {
+      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "peer closed the connection"));
+    }
+    kj::byte bytes[256];
+    size_t n = 0;
+    try {
+      n = socketReceiveSome(bytes, sizeof(bytes), deadline);
+    } catch (kj::Exception& e) {
+      if (e.getType() != kj::Exception::Type::DISCONNECTED) throw;
+      peerClosed = true;
+      return;
+    }
+    checkRingModeBytes(bytes, n);
+  }
+
+  // Reads what the socket holds now without waiting (fd carriers, wake-ups).
+  void drainSocketNow() {
+    kj::byte bytes[256];
+    for (;;) {
+      boost::system::error_code ec;
+      size_t n = readSome(bytes, sizeof(bytes), MSG_DONTWAIT, ec);
+      if (ec) {
+        if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again ||
+            ec == boost::asio::error::interrupted) {
+          return;
+        }
+        if (ec == boost::asio::error::eof) {
+          peerClosed = true;
+          return;
+        }
+        throwSocketError(ec, "receive");
+      }
+      checkRingModeBytes(bytes, n);
+    }
+  }
+
+  size_t ringReceiveSome(kj::byte* data, size_t size, const Deadline& deadline) {
+    for (;;) {
+      size_t n = rings->read(data, size);
+      if (n > 0) {
+        if (rings->peerNeedsWakeForSpace()) wakePeer();
+        return n;
+      }
+      if (spin([this] { return rings->available() > 0; })) continue;
+      if (rings->startWaitingForData()) {
+        KJ_DEFER(rings->stopWaitingForData());
+        sleepOnSocket(deadline);
+      }
+    }
+  }
+
+  // Waits until the ring we write has room.
+  void waitForRingSpace(const Deadline& deadline) {
+    if (rings->peerNeedsWakeForData()) wakePeer();  // it has to read for us to go on
+    if (spin([this] { return rings->outgoingSpace() > 0; })) return;
+    if (rings->startWaitingForSpace()) {
+      KJ_DEFER(rings->stopWaitingForSpace());
+      sleepOnSocket(deadline);
+    }
+  }
+
+  void ringSend(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, const Deadline& deadline,
+                kj::ArrayPtr<const int> fds) {
+    if (fds.size() > 0) {
+      // The fds go first, so they are queued on the socket before the frame that counts them
+      // can be read from the ring.
+      kj::byte carrier = kFdsByte;
+      kj::ArrayPtr<const kj::byte> piece(&carrier, 1);
+      socketSend(kj::arrayPtr(&piece, 1), deadline, fds);
+    }
+    for (auto piece : pieces) {
+      size_t done = 0;
+      while (done < piece.size()) {
+        size_t n = rings->write(piece.begin() + done, piece.size() - done);
+        done += n;
+        if (done < piece.size()) waitForRingSpace(deadline);
+      }
+    }
+    if (rings->peerNeedsWakeForData()) wakePeer();
+  }
+
+  // ---- the socket -----------------------------------------------------------------------
+
+  void socketSend(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, const Deadline& deadline,
+                  kj::ArrayPtr<const int> fds) {
+    std::vector<boost::asio::const_buffer> buffers;
+    buffers.reserve(pieces.size());
+    for (auto piece : pieces) {
+      if (piece.size() > 0) buffers.emplace_back(piece.begin(), piece.size());
+    }
+    size_t first = 0;
+    bool fdsSent = fds.size() == 0;
+    while (first < buffers.size()) {
+      boost::system::error_code ec;
+      // Gather as many pieces as sendmsg takes at once (IOV_MAX is 1024 on Linux).
+      size_t last = std::min(buffers.size(), first + 512);
+      std::vector<boost::asio::const_buffer> batch(buffers.begin() + first, buffers.begin() + last);
+      size_t n = sendSome(socket.native_handle(), batch,
+                          fdsSent ? kj::ArrayPtr<const int>() : fds, ec);
+      if (!ec && n > 0) fdsSent = true;
+      if (ec) {
+        if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+          wait(POLLOUT, deadline);
+          continue;
+        }
+        if (ec == boost::asio::error::interrupted) continue;
+        throwSocketError(ec, "send");
+      }
+      while (n > 0 && first < buffers.size()) {
+        if (n >= buffers[first].size()) {
+          n -= buffers[first].size();
+          ++first;
+        } else {
+          buffers[first] += n;
+          n = 0;
+        }
+      }
     }
   }
 
@@ -285,42 +502,16 @@ void Channel::send(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces, Dead
   if (impl_->isShutdown) {
     kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "channel was shut down"));
   }
-  std::vector<boost::asio::const_buffer> buffers;
-  buffers.reserve(pieces.size());
-  for (auto piece : pieces) {
-    if (piece.size() > 0) buffers.emplace_back(piece.begin(), piece.size());
-  }
-  size_t first = 0;
-  bool fdsSent = fds.size() == 0;
-  while (first < buffers.size()) {
-    boost::system::error_code ec;
-    // Gather as many pieces as sendmsg takes at once (IOV_MAX is 1024 on Linux).
-    size_t last = std::min(buffers.size(), first + 512);
-    std::vector<boost::asio::const_buffer> batch(buffers.begin() + first, buffers.begin() + last);
-    size_t n = sendSome(impl_->socket.native_handle(), batch,
-                        fdsSent ? kj::ArrayPtr<const int>() : fds, ec);
-    if (!ec && n > 0) fdsSent = true;
-    if (ec) {
-      if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
-        impl_->wait(POLLOUT, deadline);
-        continue;
-      }
-      if (ec == boost::asio::error::interrupted) continue;
-      throwSocketError(ec, "send");
-    }
-    while (n > 0 && first < buffers.size()) {
-      if (n >= buffers[first].size()) {
-        n -= buffers[first].size();
-        ++first;
-      } else {
-        buffers[first] += n;
-        n = 0;
-      }
-    }
+  if (impl_->rings) {
+    impl_->ringSend(pieces, deadline, fds);
+  } else {
+    impl_->socketSend(pieces, deadline, fds);
   }
 }
 
 std::vector<UniqueFd> Channel::takeFds(size_t count) {
+  // In ring mode the fds were queued on the socket before their frame was published.
+  if (impl_ && impl_->rings && count > impl_->receivedFds.size()) impl_->drainSocketNow();
   KJ_REQUIRE(impl_ != nullptr && count <= impl_->receivedFds.size(),
              "peer's frame claims file descriptors it did not send", count);
   std::vector<UniqueFd> out;
@@ -332,6 +523,7 @@ std::vector<UniqueFd> Channel::takeFds(size_t count) {
 
 bool Channel::hasBufferedFrame() const {
   if (!impl_) return false;
+  if (impl_->rings && !impl_->isShutdown) impl_->pullFromRing();
   auto available = kj::arrayPtr(impl_->buffer.data() + impl_->begin, impl_->buffered());
   if (auto size = peekFrameSize(available)) { return size->totalBytes <= available.size(); }
   return false;
@@ -352,6 +544,17 @@ IncomingFrame Channel::receive(Deadline deadline) {
     impl_->fill(deadline);
   }
 }
+
+void Channel::useRings(std::unique_ptr<SharedRings> rings) {
+  if (!impl_) throwClosed();
+  KJ_REQUIRE(rings != nullptr);
+  // Nothing but wake-ups may have followed the last frame on the socket.
+  Impl::checkRingModeBytes(impl_->buffer.data() + impl_->begin, impl_->buffered());
+  impl_->begin = impl_->end = 0;
+  impl_->rings = std::move(rings);
+}
+
+bool Channel::usesRings() const { return impl_ && impl_->rings; }
 
 void Channel::shutdown() {
   if (!impl_ || impl_->isShutdown) return;

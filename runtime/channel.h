@@ -14,6 +14,8 @@
 
 namespace pi {
 
+class SharedRings;
+
 // One end of a SOCK_STREAM Unix socket carrying framed messages. Does all I/O on the calling
 // thread (no threads, no process-wide signal handlers); blocking waits honour a Deadline.
 //
@@ -62,6 +64,18 @@ class Channel {
   void addDrain(int fd, std::function<void(const char*, size_t)> sink);
   // Forgets every drained fd (their owner is closing them).
   void clearDrains();
+
+  // Switches the channel to `rings` (shared memory, see SharedRings): from now on frames travel
+  // through the rings, and the socket carries only wake-up bytes and the fds of frames (a
+  // carrier byte with SCM_RIGHTS, sent before the frame that counts them). A peer that writes
+  // anything else on the socket breaks the protocol (kj FAILED). Waiting for the peer first
+  // polls the rings for a few microseconds, then sleeps on the socket, so EOF still says the peer
+  // is gone (after the ring it wrote has been read to the end). Call it between frames: bytes
+  // buffered from the socket other than wake-ups are an error. Both ends switch at the same
+  // point of the stream (the parent right after it sends the frame carrying the memfd, the
+  // child right after it reads that frame).
+  void useRings(std::unique_ptr<SharedRings> rings);
+  bool usesRings() const;
 
   // Shuts both directions down so the peer sees EOF; further sends and receives fail.
   void shutdown();

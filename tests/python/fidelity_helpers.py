@@ -1,7 +1,6 @@
 """Helpers shared by the proxy fidelity tests (test_differential, test_proxy_types, test_batching,
 test_lifetime): the fixture module isofix_fidelity loaded in the parent too, namespaces of
-local modules and of their proxies, a frame counter spliced into a child's connection, and
-memory readings."""
+local modules and of their proxies, the connection's frame counts, and memory readings."""
 
 import importlib
 import importlib.util
@@ -35,25 +34,20 @@ def isolated_namespace(context):
 
 
 class FrameTap:
-    """Counts the frames crossing a child's connection (see fixtures/isofix_tap.py): how many
-    requests the parent sent, how many release messages, ... Reading the counts is itself a
-    request, which `since()` leaves out."""
+    """Counts the frames the parent sends a child (how many requests, how many release
+    messages, ...) from the connection's own frame counters, which count every frame written,
+    whatever carries it (shared-memory rings or the socket). Reading them sends nothing."""
 
     def __init__(self, context):
-        self._tap = context.load_module('isofix_tap')
-        self._counts = self._tap.counts  # one proxy, so reading costs exactly one request
-        self._tap.install()
+        self._context = context  # not its connection, which would outlive terminate()
 
     def snapshot(self):
-        return self._counts()['from_parent']
+        return self._context._connection.frame_counts()['sent']
 
     def since(self, before):
-        """{kind: frames the parent sent since the snapshot `before`}, minus the request that
-        read the counts."""
+        """{kind: frames the parent sent since the snapshot `before`}."""
         after = self.snapshot()
-        delta = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after}
-        delta['request'] = delta.get('request', 0) - 1
-        return delta
+        return {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after}
 
 
 def rss_kib(pid='self'):

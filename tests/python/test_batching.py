@@ -3,8 +3,7 @@ tuple, dict and its views, deque, range, set, OrderedDict) fetches the items in 
 round trip per item, while generators and iterator classes of the child's own stay lazy: one
 item per next(), and their side effects happen when the parent asks.
 
-Round trips are counted exactly by a frame counter spliced into the child's connection
-(fixtures/isofix_tap.py). Exact builtin lists, tuples, dicts and sets cross by value, so the
+Round trips are counted exactly by the connection's frame counters (`frame_counts()`). Exact builtin lists, tuples, dicts and sets cross by value, so the
 containers here are subclasses of them, or objects held by a remote object's attributes."""
 
 import operator

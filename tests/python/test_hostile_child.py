@@ -1,5 +1,6 @@
-"""A child that writes what it likes on its socket: the parent raises a clear error, kills the
-child when it broke the protocol, never allocates what a header claims, and carries on."""
+"""A child that writes what it likes to its parent (into the shared rings, or on its socket):
+the parent raises a clear error, kills the child when it broke the protocol, never allocates
+what a header claims, and carries on."""
 
 import shutil
 import struct
@@ -47,6 +48,13 @@ def assert_killed_for_breaking_the_protocol(ctx, hostile, data, what):
     assert pid not in child_pids()
     with pytest.raises(ClientStateError):
         hostile.send_then_wait(b'')
+
+
+@pytest.fixture(params=['shm', 'socket'])
+def ctx(request, new_context):
+    """The hostile child's context, once with each transport: the frames it forges travel
+    through the shared rings, or over the socket."""
+    return new_context(transport=request.param)
 
 
 @pytest.fixture
@@ -107,3 +115,48 @@ def test_the_parent_answers_an_over_deep_request_with_an_error_and_goes_on(ctx):
     assert 'malformed request' in answer and 'nested' in answer
     # Both ends still agree.
     assert ctx.load_module('isofix_basic').add(2, 3) == 5
+
+
+@pytest.fixture
+def ring_hostile(new_context):
+    """A hostile child whose connection uses the shared rings."""
+    context = new_context(transport='shm')
+    hostile = context.load_module('isofix_hostile')
+    assert hostile.uses_rings()
+    return context, hostile
+
+
+def test_bytes_on_the_socket_beside_the_rings_break_the_protocol(ring_hostile):
+    ctx, hostile = ring_hostile
+    assert_killed_for_breaking_the_protocol_by(
+        ctx, lambda: hostile.socket_then_wait(b'not a wake-up'), 'outside the protocol')
+
+
+@pytest.mark.parametrize('offset', [1 << 40, -8, (1 << 64) - 1])
+def test_a_ring_cursor_moved_where_it_cannot_be_is_a_protocol_error(ring_hostile, offset):
+    ctx, hostile = ring_hostile
+    # The child's writer cursor of the ring it writes: ahead by more than the ring holds, or
+    # behind what the parent already read.
+    assert_killed_for_breaking_the_protocol_by(
+        ctx, lambda: hostile.move_cursor_then_wait(1, 0, offset), 'corrupted the shared ring')
+
+
+def test_a_reader_cursor_moved_ahead_of_what_the_parent_wrote_is_a_protocol_error(ring_hostile):
+    ctx, hostile = ring_hostile
+    move = hostile.move_cursor_then_wait
+    # The child claims to have read more of the parent's ring than the parent ever wrote; the
+    # parent finds out when it next writes there.
+    move(0, 1, 1 << 20, 0)
+    assert_killed_for_breaking_the_protocol_by(ctx, lambda: move(0, 1, 0, 0),
+                                               'corrupted the shared ring')
+
+
+def assert_killed_for_breaking_the_protocol_by(ctx, misdeed, what):
+    pid = ctx.pid
+    started = time.monotonic()
+    with pytest.raises(ProtocolError) as caught:
+        misdeed()
+    assert time.monotonic() - started < 10  # not the child's 30 s wait: the parent ended it
+    assert what in str(caught.value)
+    assert 'broke the protocol' in str(caught.value)
+    assert pid not in child_pids()
