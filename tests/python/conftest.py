@@ -97,7 +97,15 @@ def call_failed(request):
 
 
 @pytest.fixture
-def new_context(request):
+def transport(request):
+    """The transport the test's contexts use: 'shm', unless a module imports
+    transport_helpers.both_transports to run its tests once with each (the shared-memory rings,
+    and the socket alone)."""
+    return getattr(request, 'param', 'shm')
+
+
+@pytest.fixture
+def new_context(request, transport):
     """A factory of IsolationContexts owned by the test: new_context(**options) returns a
     context (not yet started) with the fixture modules on the child's sys.path and a default
     call timeout. When the test ends every one is terminated; the fixture then checks that its
@@ -108,6 +116,7 @@ def new_context(request):
 
     def make(**options):
         options.setdefault('paths', [FIXTURES])
+        options.setdefault('transport', transport)
         options.setdefault('timeout', CALL_DEADLINE)
         context = IsolationContext(**options)
         made.append(context)

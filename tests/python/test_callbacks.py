@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from transport_helpers import both_transports  # noqa: F401 (each test per transport)
+
 
 class ParentError(Exception):
     """An exception class only the parent has."""

@@ -24,6 +24,7 @@ from process_isolation import (CallTimeoutError, ClientStateError, ProcessTermin
 from conftest import child_pids
 from supervision_helpers import forbid_core_dumps, wait_until_exited
 from supervision_helpers import no_core_files  # noqa: F401 (a fixture, for pytestmark)
+from transport_helpers import both_transports  # noqa: F401 (each test per transport)
 
 pytestmark = pytest.mark.usefixtures('no_core_files')
 

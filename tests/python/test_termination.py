@@ -11,6 +11,7 @@ import pytest
 from process_isolation import ClientStateError, ProcessTerminationError
 
 from conftest import child_pids, new_fds, open_fds
+from transport_helpers import both_transports  # noqa: F401 (each test per transport)
 
 
 def test_a_segfault_in_the_child_raises_process_termination_error_naming_sigsegv(ctx):

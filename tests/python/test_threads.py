@@ -10,6 +10,9 @@ import threading
 
 import pytest
 
+from transport_helpers import both_transports  # noqa: F401 (each test per transport)
+
+
 THREADS = 8
 DEADLINE = 60.0  # seconds for all the threads of one test
 

@@ -9,6 +9,7 @@ from process_isolation import (CallTimeoutError, ClientStateError, ProcessTermin
                                timeout)
 
 from conftest import child_pids
+from transport_helpers import both_transports  # noqa: F401 (each test per transport)
 
 # The most a timed-out call may take beyond its timeout: taking the child's traceback, killing
 # and reaping it.

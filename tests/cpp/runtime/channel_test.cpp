@@ -1,6 +1,8 @@
 // Tests runtime/channel.cpp: frames over a socketpair, partial reads and writes, typed errors.
 #include "runtime/channel.h"
 
+#include "runtime/shared_rings.h"
+
 #include "protocol/isolation.capnp.h"
 #include "protocol/limits.h"
 #include "support/allocation_tracker.h"
@@ -17,6 +19,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -349,6 +352,204 @@ TEST(Channel, ClosesItsSocketWhenDestroyed) {
   EXPECT_EQ(::fcntl(fd, F_GETFD), -1);
   char byte;
   EXPECT_EQ(::read(pair.b.get(), &byte, 1), 0);  // the peer sees end of stream
+}
+
+
+// ---- ring mode ------------------------------------------------------------------------------
+
+// Two channels over a socketpair switched to shared rings, as a parent and its child do after
+// the setup frame. `capacity` is each ring's size.
+struct RingPair {
+  explicit RingPair(size_t capacity = SharedRings::kMinCapacity) {
+    auto sockets = makeSocketPair();
+    rawParent = sockets.a.get();
+    rawChild = sockets.b.get();
+    parent = std::make_unique<Channel>(std::move(sockets.a));
+    child = std::make_unique<Channel>(std::move(sockets.b));
+    auto rings = SharedRings::create(capacity);
+    UniqueFd fd = rings->takeFd();
+    parent->useRings(std::move(rings));
+    child->useRings(SharedRings::attach(std::move(fd), RingSide::kChild));
+  }
+  std::unique_ptr<Channel> parent;
+  std::unique_ptr<Channel> child;
+  int rawParent;  // the sockets under them, still owned by the channels
+  int rawChild;
+};
+
+TEST(ChannelRings, SendsAndReceivesFramesBothWays) {
+  RingPair pair;
+  EXPECT_TRUE(pair.parent->usesRings());
+  TestMessage down(1, 100);
+  sendMessage(*pair.parent, down, Deadline::after(kPatience));
+  auto frame = pair.child->receive(Deadline::after(kPatience));
+  expectMessage(frame, 1, 100);
+  TestMessage up(2, 3);
+  sendMessage(*pair.child, up, Deadline::after(kPatience));
+  auto reply = pair.parent->receive(Deadline::after(kPatience));
+  expectMessage(reply, 2, 3);
+}
+
+TEST(ChannelRings, NothingCrossesTheSocketForAFrameWhenThePeerIsAwake) {
+  RingPair pair;
+  TestMessage down(1, 10);
+  sendMessage(*pair.parent, down, Deadline::after(kPatience));
+  // The child was not sleeping: no wake-up byte was needed.
+  char byte;
+  EXPECT_EQ(::recv(pair.rawChild, &byte, 1, MSG_DONTWAIT | MSG_PEEK), -1);
+  auto frame = pair.child->receive(Deadline::after(kPatience));
+  expectMessage(frame, 1, 10);
+}
+
+TEST(ChannelRings, StreamsAFrameManyTimesLargerThanTheRing) {
+  RingPair pair;  // 4 KiB rings
+  constexpr size_t kPayload = 3 << 20;
+  TestMessage message(5, kPayload);
+  JoiningThread sender([&] { sendMessage(*pair.parent, message, Deadline::after(kPatience)); });
+  auto frame = pair.child->receive(Deadline::after(kPatience));
+  expectMessage(frame, 5, kPayload);
+}
+
+TEST(ChannelRings, WrapsAroundOverManyFramesWithoutLosingAWakeUp) {
+  // Ping-pong with random pauses on both sides, so that each side is found spinning, asleep and
+  // in between by the other's writes: a lost wake-up hangs a receive until its deadline.
+  RingPair pair;
+  constexpr int kRounds = 3000;
+  JoiningThread echo([&] {
+    std::mt19937 random(1);
+    for (int i = 0; i < kRounds; ++i) {
+      auto frame = pair.child->receive(Deadline::after(kPatience));
+      uint64_t id = frame.getRoot<wire::Message>().getRequest().getCallId();
+      if (random() % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(random() % 300));
+      TestMessage reply(id, size_t(id % 700));
+      sendMessage(*pair.child, reply, Deadline::after(kPatience));
+    }
+  });
+  std::mt19937 random(2);
+  for (int i = 0; i < kRounds; ++i) {
+    TestMessage request(uint64_t(i), size_t(i % 900));
+    sendMessage(*pair.parent, request, Deadline::after(kPatience));
+    if (random() % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(random() % 300));
+    auto frame = pair.parent->receive(Deadline::after(kPatience));
+    expectMessage(frame, uint64_t(i), size_t(i % 700));
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST(ChannelRings, CarriesFileDescriptorsWithTheirFrame) {
+  RingPair pair;
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC), 0);
+  UniqueFd readEnd(pipes[0]), writeEnd(pipes[1]);
+  TestMessage first(1, 10);
+  TestMessage second(2, 20);
+  OutgoingFrame firstFrame(first.builder());
+  OutgoingFrame secondFrame(second.builder());
+  int fds[] = {writeEnd.get()};
+  pair.parent->send(firstFrame.pieces(), Deadline::after(kPatience));
+  pair.parent->send(secondFrame.pieces(), Deadline::after(kPatience), kj::arrayPtr(fds, 1));
+  auto a = pair.child->receive(Deadline::after(kPatience));
+  expectMessage(a, 1, 10);
+  auto b = pair.child->receive(Deadline::after(kPatience));
+  expectMessage(b, 2, 20);
+  auto received = pair.child->takeFds(1);
+  ASSERT_EQ(received.size(), 1u);
+  ASSERT_EQ(::write(received[0].get(), "x", 1), 1);  // the same pipe
+  char byte = 0;
+  ASSERT_EQ(::read(readEnd.get(), &byte, 1), 1);
+  EXPECT_EQ(byte, 'x');
+}
+
+TEST(ChannelRings, AFrameClaimingFdsThatNeverCameIsRefused) {
+  RingPair pair;
+  TestMessage message(1, 10);
+  sendMessage(*pair.parent, message, Deadline::after(kPatience));
+  auto frame = pair.child->receive(Deadline::after(kPatience));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { pair.child->takeFds(1); }, "did not send"));
+}
+
+TEST(ChannelRings, ReadsWhatThePeerWroteBeforeItClosed) {
+  RingPair pair;
+  TestMessage last(7, 50);
+  sendMessage(*pair.child, last, Deadline::after(kPatience));
+  pair.child.reset();  // closes its socket: the parent sees EOF, but the frame is in the ring
+  auto frame = pair.parent->receive(Deadline::after(kPatience));
+  expectMessage(frame, 7, 50);
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { pair.parent->receive(Deadline::after(kPatience)); }));
+}
+
+TEST(ChannelRings, AFrameCutOffByThePeersEndIsDisconnected) {
+  RingPair pair;
+  TestMessage big(8, 100 << 10);  // far larger than the 4 KiB ring: the peer stops mid-frame
+  JoiningThread sender([&] {
+    try {
+      sendMessage(*pair.child, big, Deadline::after(0.3));
+    } catch (kj::Exception&) {
+      // OVERLOADED: the parent stopped reading, as planned.
+    }
+  });
+  // Read a little, then the sender gives up and goes away.
+  sender.join();
+  pair.child.reset();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { pair.parent->receive(Deadline::after(kPatience)); }));
+}
+
+TEST(ChannelRings, ASleepingReceiverSeesThePeerGo) {
+  RingPair pair;
+  JoiningThread closer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pair.child->shutdown();
+  });
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { pair.parent->receive(Deadline::after(kPatience)); }));
+  EXPECT_LT(secondsSince(start), kPatience / 2);
+}
+
+TEST(ChannelRings, ReceiveThrowsOverloadedWhenTheDeadlinePasses) {
+  RingPair pair;
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kOverloaded, [&] { pair.parent->receive(Deadline::after(0.2)); }));
+  double elapsed = secondsSince(start);
+  EXPECT_GE(elapsed, 0.19);
+  EXPECT_LT(elapsed, 2.0);
+}
+
+TEST(ChannelRings, SendThrowsOverloadedWhenThePeerDoesNotRead) {
+  RingPair pair;
+  TestMessage big(1, 1 << 20);  // far more than a 4 KiB ring holds
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kOverloaded,
+                       [&] { sendMessage(*pair.parent, big, Deadline::after(0.2)); }));
+  EXPECT_LT(secondsSince(start), 2.0);
+}
+
+TEST(ChannelRings, BytesOnTheSocketOtherThanWakeUpsAreRefused) {
+  RingPair pair;
+  std::vector<kj::byte> junk{'h', 'i'};
+  writeAll(pair.rawChild, junk, junk.size());
+  EXPECT_TRUE(throwsKj(kFailed, [&] { pair.parent->receive(Deadline::after(kPatience)); },
+                       "outside the protocol"));
+}
+
+TEST(ChannelRings, SwitchingWithAPartFrameBufferedIsRefused) {
+  auto sockets = makeSocketPair();
+  Channel b(std::move(sockets.b));
+  auto bytes = TestMessage(1, 10).bytes();
+  auto half = std::vector<kj::byte>(bytes.begin(), bytes.begin() + 12);
+  writeAll(sockets.a.get(), bytes, bytes.size());
+  writeAll(sockets.a.get(), half, half.size());
+  auto frame = b.receive(Deadline::after(kPatience));  // reads ahead the 12 bytes too
+  expectMessage(frame, 1, 10);
+  auto rings = SharedRings::create(SharedRings::kMinCapacity);
+  EXPECT_TRUE(throwsKj(kFailed, [&] { b.useRings(std::move(rings)); }, "outside the protocol"));
+}
+
+TEST(ChannelRings, TheWaitHookRunsWhileAReceiverSleeps) {
+  RingPair pair;
+  int calls = 0;
+  pair.parent->setWaitHook([&] { ++calls; }, 10);
+  EXPECT_TRUE(throwsKj(kOverloaded, [&] { pair.parent->receive(Deadline::after(0.3)); }));
+  EXPECT_GE(calls, 5);
 }
 
 }  // namespace

@@ -1,0 +1,85 @@
+"""The transports: by default frames travel through shared-memory rings (the socket carries
+only wake-ups and stays the death detector); `transport='socket'` keeps everything on the
+socket. Both carry every kind of message; an idle child does not poll; nothing made for one
+child's rings is seen by any other process."""
+
+import os
+import time
+
+import pytest
+
+from process_isolation import IsolationContext
+
+
+# How long a child must stay idle while its CPU time is watched, and the CPU time it may use
+# meanwhile (an idle child sleeps on its socket; one that kept polling would use all of it).
+IDLE_SECONDS = 0.5
+IDLE_CPU_SECONDS = 0.05
+
+both_transports = pytest.mark.parametrize('transport', ['shm', 'socket'], indirect=True)
+
+
+def test_the_default_transport_is_shared_memory(ctx):
+    introspect = ctx.load_module('isofix_introspect')
+    assert ctx._connection.transport == 'shm'
+    assert introspect.maps_rings()
+
+
+def test_the_socket_transport_maps_no_rings(new_context):
+    ctx = new_context(transport='socket')
+    introspect = ctx.load_module('isofix_introspect')
+    assert ctx._connection.transport == 'socket'
+    assert not introspect.maps_rings()
+
+
+def test_an_unknown_transport_is_refused():
+    with pytest.raises(ValueError, match='transport'):
+        IsolationContext(transport='pigeon')
+
+
+@both_transports
+def test_an_idle_child_does_not_poll(ctx):
+    introspect = ctx.load_module('isofix_introspect')
+    for _ in range(100):
+        introspect.pid()  # leaves the child's wait in its most eager state
+    before = introspect.cpu_seconds()
+    time.sleep(IDLE_SECONDS)  # not a synchronisation: the interval whose CPU use is measured
+    used = introspect.cpu_seconds() - before
+    assert used < IDLE_CPU_SECONDS, f'the idle child used {used:.3f} s of CPU in {IDLE_SECONDS} s'
+
+
+@both_transports
+def test_values_larger_than_a_ring_cross_both_ways(ctx):
+    basic = ctx.load_module('isofix_basic')
+    # Below the size that travels out of band, above the 512 KiB a ring holds: streamed.
+    blob = bytes(range(256)) * 3500
+    assert len(blob) > 512 * 1024
+    assert basic.echo(blob) == blob
+    nested = [blob[:1000]] * 900
+    assert basic.echo(nested) == nested
+
+
+def test_a_process_forked_from_the_parent_has_no_copy_of_the_rings(ctx):
+    ctx.load_module('isofix_basic')
+    pid = os.fork()
+    if pid == 0:
+        with open('/proc/self/maps') as maps:
+            found = any('process_isolation-rings' in line for line in maps)
+        os._exit(1 if found else 0)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail('the forked process did not exit')
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0, 'a forked copy of the parent maps the rings'
+
+
+def test_a_grandchild_has_no_copy_of_its_parents_rings(ctx):
+    introspect = ctx.load_module('isofix_introspect')
+    assert introspect.maps_rings()
+    assert not introspect.grandchild_maps_rings()
