@@ -1,7 +1,8 @@
 """The floor and the references: what the hardware and the OS cost, measured in the same run.
 
 - `FloorProgram` compiles bench/floor_pingpong.c with `cc -O2` into a temporary directory and
-  runs its modes (64-byte socketpair round trip, memcpy, one-way socketpair stream).
+  runs its modes (64-byte socketpair round trip, the same through shared memory, memcpy,
+  one-way socketpair stream).
 - `fork_exit_wait` is the start-up reference: a bare os.fork() + os._exit(0) + os.waitpid().
 """
 
@@ -51,6 +52,11 @@ class FloorProgram:
     def round_trip(self, iters, reps, cpus=None):
         """Seconds per 64-byte round trip between two processes over an AF_UNIX socketpair."""
         return self.run('rtt', iters, reps, cpus)
+
+    def shm_round_trip(self, iters, reps):
+        """Seconds per 64-byte round trip between two processes through shared memory, both
+        spinning: the hardware floor of a hand-over."""
+        return self.run('shm', iters, reps)
 
     def memcpy(self, size, reps):
         """Seconds per memcpy of `size` bytes."""

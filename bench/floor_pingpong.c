@@ -8,6 +8,9 @@
 //   floor_pingpong memcpy BYTES REPS  one memcpy of BYTES between two buffers already faulted in
 //   floor_pingpong stream BYTES REPS  BYTES sent one way from a forked child over the socketpair,
 //                                     after a 1-byte "go" from the parent
+//   floor_pingpong shm ITERS REPS     a 64-byte message to a forked child through shared memory
+//                                     and 64 bytes back, both sides spinning (never sleeping):
+//                                     the hardware floor of a hand-over between two processes
 //
 // Two more arguments, PARENT_CPU CHILD_CPU, pin the parent and the child to those CPUs
 // (sched_setaffinity), e.g. `rtt 20000 21 0 1` for a round trip that always crosses CPUs.
@@ -22,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -193,10 +198,66 @@ static int runStream(size_t bytes, long reps) {
   return 0;
 }
 
+// The shared page of shm mode: a sequence number each way, each on its own cache line, and the
+// two 64-byte messages.
+struct ShmPage {
+  _Alignas(64) _Atomic uint64_t ping;
+  _Alignas(64) _Atomic uint64_t pong;
+  _Alignas(64) char down[kMessageBytes];
+  _Alignas(64) char up[kMessageBytes];
+};
+
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield" ::: "memory");
+#endif
+}
+
+static int runShm(long iters, long reps) {
+  struct ShmPage* page = mmap(NULL, sizeof(struct ShmPage), PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) die("mmap");
+  memset(page, 0, sizeof *page);
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    if (childCpu >= 0 && pinTo(childCpu) != 0) _exit(1);
+    for (uint64_t expected = 1;; ++expected) {
+      uint64_t seen;
+      while ((seen = atomic_load_explicit(&page->ping, memory_order_acquire)) < expected) relax();
+      if (seen == UINT64_MAX) _exit(0);
+      memcpy(page->up, page->down, kMessageBytes);
+      atomic_store_explicit(&page->pong, expected, memory_order_release);
+    }
+  }
+  char msg[kMessageBytes];
+  memset(msg, 'p', sizeof msg);
+  uint64_t sequence = 0;
+  for (long rep = -1; rep < reps; ++rep) {
+    int64_t start = nowNs();
+    for (long i = 0; i < iters; ++i) {
+      memcpy(page->down, msg, kMessageBytes);
+      atomic_store_explicit(&page->ping, ++sequence, memory_order_release);
+      while (atomic_load_explicit(&page->pong, memory_order_acquire) < sequence) relax();
+      memcpy(msg, page->up, kMessageBytes);
+    }
+    int64_t elapsed = nowNs() - start;
+    if (rep >= 0) printf("%.1f\n", (double)elapsed / (double)iters);
+  }
+  atomic_store_explicit(&page->ping, UINT64_MAX, memory_order_release);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  munmap(page, sizeof *page);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc != 4 && argc != 6) {
     fprintf(stderr,
-            "usage: %s rtt ITERS REPS | memcpy BYTES REPS | stream BYTES REPS"
+            "usage: %s rtt ITERS REPS | memcpy BYTES REPS | stream BYTES REPS | shm ITERS REPS"
             " [PARENT_CPU CHILD_CPU]\n",
             argv[0]);
     return 1;
@@ -218,6 +279,8 @@ int main(int argc, char** argv) {
     rc = runMemcpy((size_t)amount, reps);
   } else if (strcmp(argv[1], "stream") == 0) {
     rc = runStream((size_t)amount, reps);
+  } else if (strcmp(argv[1], "shm") == 0) {
+    rc = runShm((long)amount, reps);
   } else {
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 1;

@@ -69,6 +69,9 @@ class Implementation:
     role = 'peer'
     start_methods = ('subprocess',)
     notes = {}
+    # Case keys this implementation is measured on (None: every case, the memory run, the crash
+    # cycle and start-up); it has no rows elsewhere.
+    only_cases = None
 
     def unavailable_reason(self):
         """None when the library can be used here, else why not (shown in every row)."""

@@ -27,9 +27,12 @@ class ProcessIsolation(Implementation):
             return f'{type(error).__name__}: {error}'
         return None
 
+    transport = 'shm'
+
     def start(self, method):
         from process_isolation import IsolationContext
-        self.ctx = IsolationContext(start_method=method, paths=[BENCH_DIR])
+        self.ctx = IsolationContext(start_method=method, paths=[BENCH_DIR],
+                                    transport=self.transport)
         self.mod = self.ctx.load_module('benchmod')
 
     def close(self):
@@ -109,3 +112,13 @@ class ProcessIsolation(Implementation):
         import numpy
         mod, array = self.mod, numpy.full(n, 2.5)
         return lambda: mod.take(array)
+
+
+class ProcessIsolationSocket(ProcessIsolation):
+    """This project with transport='socket': every frame over the Unix socket, no shared rings.
+    Only the call cases: it shows what the shared-memory transport buys."""
+
+    name = "process_isolation (transport='socket')"
+    start_methods = ('fork',)
+    transport = 'socket'
+    only_cases = ('noop', 'attr_call', 'mixed', 'callback')

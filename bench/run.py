@@ -123,7 +123,9 @@ def measure_floor(cfg, rows, problems):
             if len(cpus) >= 2:
                 pinned['processes pinned to two different CPUs'] = program.round_trip(
                     iters, reps, (cpus[0], cpus[1]))
-            log(f'floor: 64-byte round trip {report.format_time(statistics.median(rtt))}; ' +
+            handover = program.shm_round_trip(iters, reps)
+            log(f'floor: 64-byte round trip {report.format_time(statistics.median(rtt))}; '
+                f'through shared memory {report.format_time(statistics.median(handover))}; ' +
                 '; '.join(f'{what}: {report.format_time(statistics.median(samples))}'
                           for what, samples in pinned.items()))
             bulk = {}   # payload bytes -> (memcpy samples, stream samples)
@@ -136,6 +138,10 @@ def measure_floor(cfg, rows, problems):
                     for what, samples in pinned.items():
                         measured.append(Row(case.key, f'the same, {what}', 'reference',
                                             samples=[s * n for s in samples]))
+                    measured.append(Row(case.key, '64-byte round trip through shared memory, '
+                                        'both processes spinning (C)' +
+                                        (f' × {n}' if n > 1 else ''), 'reference',
+                                        samples=[s * n for s in handover]))
                 elif case.nbytes:
                     if case.nbytes not in bulk:
                         reps = cfg['scaled_reps']
@@ -207,6 +213,8 @@ def run_steady_cases(impl, cfg, rows, problems):
     started = False
     for case in CASES:
         if case.kind not in ('call', 'scaled'):
+            continue
+        if impl.only_cases is not None and case.key not in impl.only_cases:
             continue
         row = Row(case.key, impl.name, impl.role)
         rows.append(row)
@@ -347,16 +355,20 @@ def run_implementation(impl, cfg, rows, memory_rows, problems):
         status = f'not available: {reason}'
         log(f'  {status}')
         for case in CASES:
+            if impl.only_cases is not None and case.key not in impl.only_cases:
+                continue
             methods = impl.start_methods if case.kind == 'startup' else ('',)
             for method in methods:
                 rows.append(Row(case.key, impl.name, impl.role, method=method, status=status))
-        memory_rows.append(MemoryRow(impl.name, impl.role, status=status))
+        if impl.only_cases is None:
+            memory_rows.append(MemoryRow(impl.name, impl.role, status=status))
         return
     try:
         run_steady_cases(impl, cfg, rows, problems)
-        run_memory(impl, cfg, memory_rows, problems)
-        run_crash_cycle(impl, cfg, rows, problems)
-        run_startup(impl, cfg, rows, problems)
+        if impl.only_cases is None:
+            run_memory(impl, cfg, memory_rows, problems)
+            run_crash_cycle(impl, cfg, rows, problems)
+            run_startup(impl, cfg, rows, problems)
     finally:
         impl.close()
     if threading.active_count() > 1:
@@ -496,7 +508,7 @@ def main(argv):
         cfg['memory_calls'] = max(1, args.memory_calls)
     if args.memory_budget is not None:
         cfg['memory_budget_s'] = max(0.0, args.memory_budget)
-    chosen = (ours.ProcessIsolation,) + peers.ALL
+    chosen = (ours.ProcessIsolation, ours.ProcessIsolationSocket) + peers.ALL
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(',')}
         chosen = [cls for cls in chosen if cls.name.lower() in wanted]
