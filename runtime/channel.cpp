@@ -21,7 +21,9 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace pi {
@@ -38,10 +40,21 @@ constexpr kj::byte kFdsByte = 1;
 
 // How long a side waiting for the peer polls the rings before it sleeps on the socket. A
 // round trip through a sleeping peer costs tens of microseconds here (two wake-ups through the
-// scheduler); a spinning peer answers in about one. The budget adapts: a wait that ends in sleep
-// halves it (down to the minimum), a wait that ends while spinning restores it.
+// scheduler); a spinning peer answers in about one. The budget adapts to how long the peer
+// takes (see Impl::learn): a wait longer than kMaxSpin halves it, down to kMinSpin; a wait that
+// a full spin would have caught restores it.
 constexpr std::chrono::nanoseconds kMaxSpin = std::chrono::microseconds(50);
 constexpr std::chrono::nanoseconds kMinSpin = std::chrono::microseconds(2);
+// A gap this long between two looks at the clock while polling means this thread lost its CPU
+// meanwhile: the machine has more runnable work than CPUs, and a poller that keeps its CPU
+// keeps the peer from one. Polling then stops for kContendedWaits waits.
+constexpr std::chrono::nanoseconds kPreemptionGap = std::chrono::microseconds(20);
+constexpr int kContendedWaits = 200;
+// Polling only pays while the peer runs. A running peer takes what we wrote within a
+// microsecond or so; one that has not after this long is asleep or waiting for a CPU (on a
+// machine busy with other work, where polling would keep it off ours), so we sleep instead. Not
+// applied right after we woke the peer, which then needs a scheduler wake-up first.
+constexpr std::chrono::nanoseconds kPeerLifeGrace = std::chrono::microseconds(5);
 
 // Spinning only helps when the peer can run at the same time.
 bool severalCpus() {
@@ -295,21 +308,43 @@ struct Channel::Impl {
   bool canSpin = severalCpus();
   std::chrono::nanoseconds spinBudget = kMaxSpin;
 
-  // Polls `ready` until it is true (returns true) or the spin budget is spent (false).
+  // Polls `ready` until it is true (returns true), or until the spin budget is spent or the
+  // peer shows no sign of running (false).
   template <typename Ready>
   bool spin(Ready&& ready) {
+    bool wokePeer = std::exchange(wokePeerLast, false);
     if (!canSpin || peerClosed) return false;
-    auto start = std::chrono::steady_clock::now();
-    for (unsigned i = 1;; ++i) {
-      if (ready()) {
-        spinBudget = kMaxSpin;
-        return true;
-      }
-      cpuRelax();
-      if ((i & 63) == 0 && std::chrono::steady_clock::now() - start >= spinBudget) break;
+    if (contendedWaits > 0) {
+      --contendedWaits;
+      return false;
     }
-    spinBudget = std::max(kMinSpin, spinBudget / 2);
-    return false;
+    auto start = std::chrono::steady_clock::now();
+    auto last = start;
+    for (unsigned i = 1;; ++i) {
+      if (ready()) return true;
+      cpuRelax();
+      if ((i & 63) != 0) continue;
+      auto now = std::chrono::steady_clock::now();
+      if (now - last >= kPreemptionGap) {
+        contendedWaits = kContendedWaits;
+        return false;
+      }
+      last = now;
+      auto spent = now - start;
+      if (spent >= spinBudget) return false;
+      if (spent >= kPeerLifeGrace && !wokePeer && rings->outgoingUnread() > 0) return false;
+    }
+  }
+  // Waits left before polling is tried again after this thread was preempted while polling.
+  int contendedWaits = 0;
+  // Set when our last write had to wake the peer.
+  bool wokePeerLast = false;
+
+  // After a wait of `waited` ended: had a full spin caught it, spin fully next time; if not,
+  // spin half as long (a peer that takes long to answer is not worth the CPU). Judging by the
+  // whole wait, not by whether this spin caught it, lets a small budget grow back.
+  void learn(std::chrono::steady_clock::duration waited) {
+    spinBudget = waited <= kMaxSpin ? kMaxSpin : std::max(kMinSpin, spinBudget / 2);
   }
 
   // One wake-up byte for the peer. Best effort: a full socket buffer means wake-ups are already
@@ -371,12 +406,15 @@ struct Channel::Impl {
   }
 
   size_t ringReceiveSome(kj::byte* data, size_t size, const Deadline& deadline) {
+    std::optional<std::chrono::steady_clock::time_point> waitStart;
     for (;;) {
       size_t n = rings->read(data, size);
       if (n > 0) {
         if (rings->peerNeedsWakeForSpace()) wakePeer();
+        if (waitStart) learn(std::chrono::steady_clock::now() - *waitStart);
         return n;
       }
+      if (!waitStart) waitStart = std::chrono::steady_clock::now();
       if (spin([this] { return rings->available() > 0; })) continue;
       if (rings->startWaitingForData()) {
         KJ_DEFER(rings->stopWaitingForData());
@@ -412,7 +450,8 @@ struct Channel::Impl {
         if (done < piece.size()) waitForRingSpace(deadline);
       }
     }
-    if (rings->peerNeedsWakeForData()) wakePeer();
+    wokePeerLast = rings->peerNeedsWakeForData();
+    if (wokePeerLast) wakePeer();
   }
 
   // ---- the socket -----------------------------------------------------------------------

@@ -69,8 +69,10 @@ class SharedRings {
   // returns how much (0 when the ring is full). Throws FAILED when the peer's read position is
   // impossible.
   size_t write(const kj::byte* data, size_t size);
-  // Room left in our outgoing ring. Throws like write().
+  // Room left in our outgoing ring, and bytes of it the peer has not read yet. Throw like
+  // write().
   size_t outgoingSpace();
+  size_t outgoingUnread() { return capacity_ - outgoingSpace(); }
 
   // Reading our incoming ring: bytes available now, and a copy of up to `size` of them (which it
   // consumes). Throw FAILED when the peer's write position is impossible.
