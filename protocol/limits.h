@@ -13,6 +13,11 @@ constexpr size_t kMaxMessageBytes = size_t{512} << 20;
 // Bytes values at least this large travel out of band, in a sealed memfd (Value.buffer).
 constexpr size_t kBufferThresholdBytes = size_t{1} << 20;
 
+// From the child, bytes values at least this large stay in the child's memory and the parent
+// copies them from there (Buffer.address): one process_vm_readv instead of the four copies of an
+// inline value (encode, send, receive, decode). Below it, inline is as fast (bench/bulk_transfer.py).
+constexpr size_t kRemoteSpanThresholdBytes = size_t{64} << 10;
+
 // The largest out-of-band buffer a reader accepts (checked before it allocates).
 constexpr uint64_t kMaxBufferBytes = uint64_t{4} << 30;
 
