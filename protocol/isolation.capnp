@@ -224,8 +224,9 @@ struct Buffer {
   union {
     fd @2 :UInt16;
     # Index into the frame's file descriptors: a memfd the sender wrote once and sealed against
-    # shrinking, growing and writing. The receiver refuses an fd without those seals or not
-    # exactly `size` long, then reads it once. Either direction; the only way from the parent.
+    # shrinking, growing and writing. The receiver refuses an fd that is not a plain memfd (tmpfs)
+    # with those seals, exactly `size` long and with no holes (so mapping it can neither fault
+    # nor allocate), then maps it and copies it. Either direction; the only way from the parent.
 
     address @3 :UInt64;
     # Sent only by the child, for values of at least kRemoteSpanThresholdBytes: the payload's

@@ -17,8 +17,8 @@ class CodecPeer;
 
 // Sends and receives the payload of large bytes-like values beside the frame rather than in it.
 // Two ways (see Buffer in protocol/isolation.capnp):
-//   - a memfd the sender writes once and seals; the receiver reads it once. Either direction;
-//     the only way from the parent to the child.
+//   - a memfd the sender writes once and seals; the receiver maps it and copies it once. Either
+//     direction; the only way from the parent to the child.
 //   - a span: the value stays where it is in the sender's memory and the receiver copies it with
 //     one process_vm_readv straight into the new object. Only the child sends spans (only the
 //     parent reads a peer's memory: a child never reads its parent, nor a grandchild its
@@ -62,8 +62,8 @@ class BufferCodec {
 
   // Makes the bytes (kind bytes) or bytearray (kind bytearray) that `in` describes. Everything
   // the peer claims that can be checked is checked before anything is allocated: the size
-  // against kMaxBufferBytes; for a memfd its seals, type and size; for a span that its first
-  // and last byte are readable. Throws kj FAILED for a buffer a well-behaved
+  // against kMaxBufferBytes; for a memfd its seals, type, size and that it has no holes; for a
+  // span that its first and last byte are readable. Throws kj FAILED for a buffer a well-behaved
   // peer would not send (a span outside the peer's memory or shorter than claimed, an unsealed
   // fd), DISCONNECTED when the peer ended while its memory was being read; either way
   // sawBrokenBuffer() is true from then on. Releases the GIL around the copy (the new object is

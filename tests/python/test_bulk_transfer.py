@@ -62,7 +62,7 @@ def test_large_bytes_cross_from_a_child_of_every_start_method(fork_server, new_c
     assert bulk.fresh_bytes(3 * MIB, seed=3) == pattern(3 * MIB, 3)
 
 
-@pytest.mark.parametrize('size', [64 * KIB, MIB, 3 * MIB + 5])
+@pytest.mark.parametrize('size', [64 * KIB, MIB, 3 * MIB + 5, 9 * MIB])  # pread, and mmap
 def test_a_bytearray_crosses_from_the_child_intact(bulk, size):
     data = bulk.fresh_bytearray(size, seed=size)
     assert type(data) is bytearray

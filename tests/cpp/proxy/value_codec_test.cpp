@@ -723,5 +723,23 @@ TEST_F(SpanTest, ReadsNothingOfAnAnswerThatWillBeDropped) {
   EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(16, kMaxBufferBytes + 1); }, "size limit"));
 }
 
+TEST_F(ValueCodecTest, RefusesAMemfdWithHoles) {
+  // Sealed and of the size claimed, but never written: mapping it would allocate every page.
+  int sparse = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(sparse, 0);
+  ASSERT_EQ(::ftruncate(sparse, 1 << 20), 0);
+  ASSERT_EQ(::fcntl(sparse, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE), 0);
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeBuilt([&](wire::Value::Builder out) {
+      peer_.fds.clear();
+      peer_.fds.emplace_back(sparse);
+      auto buffer = out.initBuffer();
+      buffer.setKind(wire::Buffer::Kind::BYTES);
+      buffer.setSize(1 << 20);
+      buffer.setFd(0);
+    });
+  }, "holes"));
+}
+
 }  // namespace
 }  // namespace pi
