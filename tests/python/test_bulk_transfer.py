@@ -60,6 +60,8 @@ def test_large_bytes_cross_from_a_child_of_every_start_method(fork_server, new_c
     # A fork server's child is not ours but its: the parent reads its memory all the same.
     bulk = new_context(start_method=start_method).load_module('isofix_bulk')
     assert bulk.fresh_bytes(3 * MIB, seed=3) == pattern(3 * MIB, 3)
+    # Every child puts its large objects in huge pages, which the parent copies fastest.
+    assert bulk.advised_huge_pages(16 * MIB)
 
 
 @pytest.mark.parametrize('size', [64 * KIB, MIB, 3 * MIB + 5, 9 * MIB])  # pread, and mmap
