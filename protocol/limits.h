@@ -15,7 +15,9 @@ constexpr size_t kBufferThresholdBytes = size_t{1} << 20;
 
 // From the child, bytes values at least this large stay in the child's memory and the parent
 // copies them from there (Buffer.address): one process_vm_readv instead of the four copies of an
-// inline value (encode, send, receive, decode). Below it, inline is as fast (bench/bulk_transfer.py).
+// inline value (encode, send, receive, decode). Measured, a bytes value from the child, one call
+// (median of 300): 4 to 32 KiB inline 27-32 us and a span no faster; 64 KiB inline 66 us, span
+// 35 us; 1 MiB inline (before spans) 700 us, span 160 us.
 constexpr size_t kRemoteSpanThresholdBytes = size_t{64} << 10;
 
 // The largest out-of-band buffer a reader accepts (checked before it allocates).
