@@ -1,4 +1,4 @@
-// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of the child's memory).
+// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of child memory).
 #include "proxy/buffer_codec.h"
 
 #include "protocol/limits.h"
@@ -42,8 +42,9 @@ py::object steal(PyObject* object) {
 // (a new object's payload). Advice only: where it is not supported nothing changes.
 void adviseHugePages(char* data, size_t size) {
   if (size < kHugePageAdviceBytes) return;
-  uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-  uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) & ~(kHugePageBytes - 1);
+  uintptr_t start = reinterpret_cast<uintptr_t>(data);
+  uintptr_t begin = (start + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  uintptr_t end = (start + size) & ~(kHugePageBytes - 1);
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
@@ -104,9 +105,8 @@ bool BufferCodec::encodeMemfd(const char* data, size_t size, wire::Buffer::Kind 
     writeAll();  // keep the GIL: the copy is a snapshot no other thread can change or resize
   }
   if (done != size) return false;
-  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
-    return false;
-  }
+  int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
+  if (::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) return false;
   int index = peer_.attachFd(std::move(fd));
   if (index < 0) return false;
   auto buffer = out.initBuffer();

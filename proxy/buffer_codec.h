@@ -1,4 +1,4 @@
-// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of the child's memory).
+// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of child memory).
 #pragma once
 
 #include "protocol/isolation.capnp.h"

@@ -46,7 +46,8 @@ PeerMemory::Access failure(int error, uint64_t address, uint64_t size) {
     case EPERM:
       return PeerMemory::Access::kRefused;
     case ESRCH:
-      kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "the peer ended before its memory was read"));
+      kj::throwFatalException(
+          KJ_EXCEPTION(DISCONNECTED, "the peer ended before its memory was read"));
     case EFAULT:
       kj::throwFatalException(KJ_EXCEPTION(FAILED, "peer named memory it does not have", address,
                                            size));

@@ -176,8 +176,9 @@ TEST(PeerMemory, SaysRefusedWhenTheChildMadeItselfNonDumpable) {
       char into[16];
       int status = 0;
       try {
-        if (memory.probe(addressOf(buffer.data()), 16) != expected) status = dumpable ? 12 : 13;
-        if (memory.read(addressOf(buffer.data()), into, 16) != expected) status = dumpable ? 12 : 13;
+        int wrong = dumpable ? 12 : 13;
+        if (memory.probe(addressOf(buffer.data()), 16) != expected) status = wrong;
+        if (memory.read(addressOf(buffer.data()), into, 16) != expected) status = wrong;
       } catch (...) {
         status = 14;
       }
