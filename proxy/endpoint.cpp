@@ -127,7 +127,8 @@ PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, cha
 
 py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
   // We are in the middle of decoding one of the peer's messages, whose remaining fds the
-  // answer's must not replace.
+  // answer's must not replace. The wait has the deadline of the call whose answer we decode; a
+  // Ctrl-C during it cannot resume that decode, so it ends the connection (as a protocol error).
   std::vector<UniqueFd> decodingFds = std::move(incomingFds_);
   incomingFds_.clear();
   KJ_DEFER(incomingFds_ = std::move(decodingFds));
