@@ -129,6 +129,12 @@ enum Op {
   callByName @23;  # resolve name "module:qualname" in the receiver, call it with (*a, **k)
   format @24;      # format(t, a[0]) -> str
   iterBatch @25;   # next(t) up to a[0] times -> list; shorter than asked only at the end
+  fetchBuffer @26; # sent only by the parent, while it decodes a message of the child's that
+                   # holds a `Buffer.address` it could not read (EPERM): asks for the payload at
+                   # address a[0] (int) of size a[1] (int) again. The child answers with that
+                   # buffer as a value (a memfd, or inline when small) and from then on sends no
+                   # more addresses on this connection. The child keeps its spans pinned across
+                   # this request. The parent refuses it from a child.
 }
 
 struct Response {
@@ -212,22 +218,48 @@ struct Value {
     exception @19 :ExceptionValue;
                               # an instance of a builtin exception class, by value (class and
                               # args; its traceback and chained exceptions stay behind)
-    buffer @20 :Buffer;       # a large bytes or bytearray, out of band in a sealed memfd
+    buffer @20 :Buffer;       # a large bytes or bytearray (or a byvalue pickle buffer), out of
+                              # band: in a sealed memfd, or left in the child's memory
   }
 }
 
 struct Buffer {
-  # The bytes of a large bytes-like value, in a memfd passed with the frame rather than in it:
-  # the sender writes them once and seals the memfd (no shrinking, growing or writing), the
-  # receiver checks the seals and the size and reads them once. No socket chunking, no capnp copy.
+  # The bytes of a large bytes-like value, out of band: not in the frame, so no capnp copy and no
+  # socket chunking. The receiver makes a new `bytes` or `bytearray` (as `kind` says) of `size`
+  # bytes and copies the payload into it once, from where the union says.
 
   kind @0 :Kind;
   enum Kind {
     bytes @0;
-    bytearray @1;
+    bytearray @1;             # also each out-of-band buffer of a `byvalue` pickle
   }
-  size @1 :UInt64;            # bytes of payload, at most kMaxBufferBytes
-  fd @2 :UInt16;              # index into the frame's file descriptors
+  size @1 :UInt64;            # bytes of payload, at most kMaxBufferBytes; checked first, before
+                              # the receiver allocates anything
+
+  union {
+    fd @2 :UInt16;
+    # Index into the frame's file descriptors: a memfd the sender wrote once and sealed against
+    # shrinking, growing and writing. The receiver refuses an fd that is not a plain memfd (tmpfs)
+    # with those seals, exactly `size` long and with no holes (so mapping it can neither fault
+    # nor allocate), then maps it and copies it. Either direction; the only way from the parent.
+
+    address @3 :UInt64;
+    # Sent only by the child, for values of at least kRemoteSpanThresholdBytes: the payload's
+    # address in the child's own memory, where it stays. The parent copies `size` bytes from there
+    # with process_vm_readv (one system call, straight into the new object), while it decodes this
+    # message: it decodes every message completely before it sends anything. So the child keeps
+    # the memory alive, in place and of that size until the next message from the parent arrives
+    # (other than a `fetchBuffer` request), and then lets it go. A child must not send a bytearray
+    # this way (another thread could resize it): a copy, a memfd, or memory it holds a buffer
+    # export on (a numpy array's pickle buffer).
+    #
+    # The parent first checks that the first and the last byte are readable, then allocates. A
+    # range the child does not have mapped readable, or only in part, is a protocol error. If the
+    # operating system does not let the parent read the child at all (EPERM: the child made
+    # itself non-dumpable, a security module, another user), the parent asks for the bytes again
+    # with `fetchBuffer` and the child answers with a memfd. The parent never sends an address,
+    # and a child never reads its parent's memory; a child that gets one treats it as malformed.
+  }
 }
 
 struct ExceptionValue {

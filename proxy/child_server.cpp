@@ -2,6 +2,7 @@
 #include "proxy/child_server.h"
 
 #include "proxy/endpoint.h"
+#include "proxy/huge_page_allocations.h"
 
 #include <kj/debug.h>
 
@@ -15,6 +16,7 @@ constexpr int kBootstrapFailed = 72;
 }  // namespace
 
 int ChildServer::serve(UniqueFd socket) {
+  adviseHugePagesForLargeAllocations();  // still single-threaded: the bootstrap has not run
   if (bootstrap_ && !bootstrap_.is_none()) {
     try {
       bootstrap_();

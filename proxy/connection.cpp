@@ -169,6 +169,7 @@ Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
       stderrPipe_(std::move(stderrPipe)),
       endpoint_(std::make_shared<Endpoint>(std::move(socket), Role::kParent)) {
   endpoint_->setObserver(this);
+  endpoint_->setPeerPid(child_.pid());
   // Captured output is read whenever the parent waits for the child, so a child writing a lot
   // never blocks on a full pipe, and only the tail is kept.
   if (stdoutPipe_) {

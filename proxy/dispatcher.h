@@ -21,13 +21,15 @@ struct DispatchResult {
   py::object value;
   bool pickled = false;  // `value` is (pickle bytes, [out-of-band PickleBuffer, ...]): sent as a
                          // list of Value.pickled and then one bytearray per buffer
+  bool refetch = false;  // `value` is (address, size) of a span this side sent (fetchBuffer):
+                         // sent as that buffer again (BufferCodec::encodePinned)
 };
 
 // Runs requests against the local objects in an export table. Requires the GIL.
 //
 // In the parent (Role::kParent) the peer is an untrusted child, so the dispatcher refuses what
 // would let it reach beyond the objects the parent handed it: `import`, `callByName` and
-// `byvalue`, and attribute access to names starting with an underscore (which would lead to
+// `byvalue` (and `fetchBuffer`, which only the parent asks), and attribute access to names starting with an underscore (which would lead to
 // `__globals__`, `__code__`, `__subclasses__` and from there to everything).
 class Dispatcher {
  public:

@@ -116,6 +116,37 @@ UniqueFd Endpoint::takeFd(uint32_t index) {
   return std::move(incomingFds_[index]);
 }
 
+void Endpoint::setPeerPid(pid_t pid) { peerMemory_ = PeerMemory(pid); }
+
+PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, char* into) {
+  // Runs without the GIL when `into` is set: nothing Python here.
+  KJ_REQUIRE(peerMemory_.usable(), "peer sent a buffer in its own memory, which this side does "
+             "not read", address, size);
+  return into == nullptr ? peerMemory_.probe(address, size)
+                         : peerMemory_.read(address, into, size_t(size));
+}
+
+py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
+  // We are in the middle of decoding one of the peer's messages, whose remaining fds the
+  // answer's must not replace. The wait has the deadline of the call whose answer we decode; a
+  // Ctrl-C during it cannot resume that decode, so it ends the connection (as a protocol error).
+  std::vector<UniqueFd> decodingFds = std::move(incomingFds_);
+  incomingFds_.clear();
+  KJ_DEFER(incomingFds_ = std::move(decodingFds));
+  py::object address_ = py::int_(address);
+  py::object size_ = py::int_(size);
+  PyObject* args[] = {address_.ptr(), size_.ptr()};
+  return request(wire::Op::FETCH_BUFFER, 0, "", CallArgs{args, 2, nullptr}, activeDeadline_);
+}
+
+void Endpoint::frameArrived(IncomingFrame& frame) {
+  BufferCodec& buffers = codec_.buffers();
+  if (buffers.pinCount() == 0) return;
+  auto message = frame.getRoot<wire::Message>();
+  if (message.isRequest() && message.getRequest().getOp() == wire::Op::FETCH_BUFFER) return;
+  buffers.releasePins();
+}
+
 Endpoint::Endpoint(UniqueFd socket, Role role)
     : role_(role),
       ownerPid_(currentPid()),
@@ -124,6 +155,8 @@ Endpoint::Endpoint(UniqueFd socket, Role role)
       dispatcher_(codec_, exports_, role),
       scratch_(kj::heapArray<capnp::word>(kScratchWords)) {
   memset(scratch_.begin(), 0, scratch_.asBytes().size());
+  // The child leaves large values in its memory for the parent to copy (Buffer.address).
+  if (role_ == Role::kChild) codec_.buffers().setSendSpans(true);
   if (role_ == Role::kParent) {
     // Run Python signal handlers (Ctrl-C) while waiting for the child.
     channel_.setWaitHook(
@@ -136,7 +169,10 @@ Endpoint::Endpoint(UniqueFd socket, Role role)
 }
 
 Endpoint::~Endpoint() {
-  if (currentPid() != ownerPid_) channel_.abandon();  // inherited across fork: not our fd
+  if (currentPid() != ownerPid_) {  // inherited across fork: not our fds
+    channel_.abandon();
+    peerMemory_.abandon();
+  }
 }
 
 void Endpoint::ensureUsable() {
@@ -161,14 +197,17 @@ void Endpoint::close(const std::string& description) {
   endedDescription_ = description;
   if (currentPid() != ownerPid_) return;  // inherited across fork: not our fd, not our objects
   channel_.close();
+  peerMemory_.close();
   imports_.clear();
   exports_.clear();
+  codec_.buffers().releasePins();
 }
 
 void Endpoint::fail(EndpointObserver::Loss loss, const std::string& detail) {
   if (!lostError_) {
     closed_ = true;
     channel_.close();
+    peerMemory_.close();
     try {
       if (observer_ != nullptr) {
         observer_->connectionLost(loss, detail);
@@ -185,6 +224,7 @@ void Endpoint::fail(EndpointObserver::Loss loss, const std::string& detail) {
                                              : "the connection to the peer was lost: " + detail;
     imports_.clear();
     exports_.clear();  // may run finalizers; the endpoint is already marked closed
+    codec_.buffers().releasePins();
   }
   std::rethrow_exception(lostError_);
 }
@@ -270,6 +310,7 @@ IncomingFrame Endpoint::receive(Deadline deadline) {
     auto message = frame->getRoot<wire::Message>();
     countFrame(receivedFrames_, message.which());
     incomingFds_ = channel_.takeFds(message.getFdCount());
+    frameArrived(*frame);
     return std::move(*frame);
   } catch (kj::Exception& e) {
     auto loss = EndpointObserver::Loss::kDisconnected;
@@ -324,6 +365,9 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
 }
 
 py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
+  Deadline outerDeadline = activeDeadline_;
+  activeDeadline_ = deadline;
+  KJ_DEFER(activeDeadline_ = outerDeadline);
   for (;;) {
     // While an interrupted call's answer is still owed, the child must deliver it by the grace
     // deadline, or it is taken to be stuck and killed.
@@ -353,7 +397,9 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
             KJ_REQUIRE(staleCalls_.erase(answered) == 1,
                        "peer answered a call that is not in flight", answered, callId);
             // The late answer to an interrupted call: decode (so its refs are counted and later
-            // released) and drop.
+            // released) and drop. Its spans are not read: the child let them go when our next
+            // request reached it, which may have been before this answer reached us.
+            BufferCodec::SkipContents skip(codec_.buffers());
             if (response.isError()) {
               decodeError(codec_, response.getError());
             } else {
@@ -383,7 +429,10 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
                           uint(message.which()));
       }
     } catch (kj::Exception& e) {
-      fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
+      // DISCONNECTED: the child ended while its memory was being read (Buffer.address).
+      fail(e.getType() == kj::Exception::Type::DISCONNECTED ? EndpointObserver::Loss::kDisconnected
+                                                            : EndpointObserver::Loss::kProtocol,
+           kjDescription(e));
     } catch (py::error_already_set& e) {
       fail(EndpointObserver::Loss::kProtocol,
            std::string("peer sent a value that cannot be decoded: ") + e.what());
@@ -404,6 +453,7 @@ void Endpoint::applyBufferedReleases() {
       auto message = frame.getRoot<wire::Message>();
       countFrame(receivedFrames_, message.which());
       incomingFds_ = channel_.takeFds(message.getFdCount());
+      frameArrived(frame);
       if (!message.isRelease()) {
         pendingFrame_.emplace(std::move(frame));
         return;
@@ -451,9 +501,14 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
           throw py::error_already_set();
         }
         KJ_DEFER(PyBuffer_Release(&view));
-        codec_.encodeBytesLike(static_cast<const char*>(view.buf), size_t(view.len),
+        // The PickleBuffer holds its own export of the array: it is what a span pins.
+        codec_.encodeBytesLike(buffers[i], static_cast<const char*>(view.buf), size_t(view.len),
                                list[i + 1]);
       }
+    } else if (result.refetch) {
+      py::tuple span = py::reinterpret_borrow<py::tuple>(result.value);
+      codec_.buffers().encodePinned(span[0].cast<uint64_t>(), span[1].cast<uint64_t>(),
+                                    response.initValue());
     } else {
       codec_.encode(result.value, response.initValue());
     }
@@ -465,6 +520,15 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
     py::error_already_set converted;
     encodeCurrentError(converted);
   } catch (kj::Exception& error) {
+    if (codec_.buffers().sawBrokenBuffer()) {
+      // The request carried a buffer that does not check out (memory the peer does not have,
+      // an fd that is no sealed memfd, a size over the limit), or the peer ended while its
+      // memory was read: not a malformed request to answer, the end of the connection.
+      fail(error.getType() == kj::Exception::Type::DISCONNECTED
+               ? EndpointObserver::Loss::kDisconnected
+               : EndpointObserver::Loss::kProtocol,
+           kjDescription(error));
+    }
     PyErr_SetString(PyExc_RuntimeError,
                     ("malformed request: " + kjDescription(error)).c_str());
     py::error_already_set converted;

@@ -70,6 +70,10 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // Must outlive the endpoint or be reset to null first.
   void setObserver(EndpointObserver* observer) { observer_ = observer; }
 
+  // Parent side: the child's pid (an unreaped child of this process, or of its fork server),
+  // whose memory this endpoint then reads for the spans the child sends (Buffer.address).
+  void setPeerPid(pid_t pid);
+
   // Sends a request and waits for its answer, serving the peer's requests meanwhile. Returns the
   // result; raises the peer's exception as a local one (py::error_already_set); throws
   // TerminationError when the connection fails, ClientStateError when it had already failed.
@@ -137,6 +141,8 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   uint32_t unreadOf(py::handle object) override;
   int attachFd(UniqueFd fd) override;
   UniqueFd takeFd(uint32_t index) override;
+  PeerMemory::Access readPeerMemory(uint64_t address, uint64_t size, char* into) override;
+  py::object refetchSpan(uint64_t address, uint64_t size) override;
 
  private:
   class IoLock;
@@ -152,6 +158,9 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // While alive, attachFd() adds to `fds`: the fds of the message being encoded.
   class FdScope;
   IncomingFrame receive(Deadline deadline);
+  // A frame from the peer was read: the peer is done with the spans we sent before it, unless it
+  // asks for one of them again.
+  void frameArrived(IncomingFrame& frame);
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
   py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
@@ -181,6 +190,11 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // The fds of the message being encoded (innermost encoding last), and of the one decoded.
   std::vector<std::vector<UniqueFd>*> outgoingFds_;
   std::vector<UniqueFd> incomingFds_;
+  // Parent side: the child's memory, for the spans it sends. Unusable in the child.
+  PeerMemory peerMemory_;
+  // The deadline of the call being waited for, for requests made while decoding its answer
+  // (fetchBuffer).
+  Deadline activeDeadline_;
   Deadline staleDeadline_;
   double defaultTimeout_ = -1;
   py::object restartHook_;

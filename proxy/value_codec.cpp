@@ -3,11 +3,7 @@
 
 #include "protocol/limits.h"
 
-#include <fcntl.h>
 #include <kj/debug.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace pi {
 
@@ -34,6 +30,16 @@ kj::ArrayPtr<const kj::byte> utf8Of(py::handle object, py::object& keepAlive) {
 }
 
 }  // namespace
+
+PeerMemory::Access CodecPeer::readPeerMemory(uint64_t address, uint64_t size, char* into) {
+  (void)into;
+  KJ_FAIL_REQUIRE("peer sent a buffer in its own memory, which this side does not read", address,
+                  size);
+}
+
+py::object CodecPeer::refetchSpan(uint64_t address, uint64_t size) {
+  KJ_FAIL_REQUIRE("this side cannot ask its peer for a buffer again", address, size);
+}
 
 py::object makeException(py::handle cls, py::handle args) {
   PyObject* made = PyObject_Call(cls.ptr(), args.ptr(), nullptr);
@@ -101,14 +107,13 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
   } else if (type == &PyUnicode_Type) {
     py::object keepAlive;
     out.setStr(utf8Of(object, keepAlive));
-  } else if (type == &PyBytes_Type && size_t(PyBytes_GET_SIZE(o)) >= kBufferThresholdBytes &&
-             encodeBuffer(PyBytes_AS_STRING(o), size_t(PyBytes_GET_SIZE(o)),
-                          wire::Buffer::Kind::BYTES, out, /*immutable=*/true)) {
+  } else if (type == &PyBytes_Type &&
+             buffers_.encode(object, PyBytes_AS_STRING(o), size_t(PyBytes_GET_SIZE(o)),
+                             wire::Buffer::Kind::BYTES, BufferCodec::Source::kImmutable, out)) {
     // sent out of band
   } else if (type == &PyByteArray_Type &&
-             size_t(PyByteArray_GET_SIZE(o)) >= kBufferThresholdBytes &&
-             encodeBuffer(PyByteArray_AS_STRING(o), size_t(PyByteArray_GET_SIZE(o)),
-                          wire::Buffer::Kind::BYTEARRAY, out, /*immutable=*/false)) {
+             buffers_.encode(object, PyByteArray_AS_STRING(o), size_t(PyByteArray_GET_SIZE(o)),
+                             wire::Buffer::Kind::BYTEARRAY, BufferCodec::Source::kMutable, out)) {
     // sent out of band
   } else if (type == &PyBytes_Type) {
     out.setBytes(kj::arrayPtr(reinterpret_cast<const kj::byte*>(PyBytes_AS_STRING(o)),
@@ -194,77 +199,13 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
   }
 }
 
-void ValueCodec::encodeBytesLike(const char* data, size_t size, wire::Value::Builder out) {
-  if (size >= kBufferThresholdBytes &&
-      encodeBuffer(data, size, wire::Buffer::Kind::BYTEARRAY, out, /*immutable=*/false)) {
+void ValueCodec::encodeBytesLike(py::handle owner, const char* data, size_t size,
+                                 wire::Value::Builder out) {
+  if (buffers_.encode(owner, data, size, wire::Buffer::Kind::BYTEARRAY,
+                      BufferCodec::Source::kExported, out)) {
     return;
   }
   out.setBytearray(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data), size));
-}
-
-bool ValueCodec::encodeBuffer(const char* data, size_t size, wire::Buffer::Kind kind,
-                              wire::Value::Builder out, bool immutable) {
-  if (size > kMaxBufferBytes) return false;  // inline, where the frame size limit refuses it
-  UniqueFd fd(::memfd_create("process_isolation-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!fd) return false;
-  size_t done = 0;
-  auto writeAll = [&] {
-    while (done < size) {
-      ssize_t n = ::write(fd.get(), data + done, size - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += size_t(n);
-    }
-  };
-  if (immutable) {
-    // A bytes object cannot change and the caller holds it: other threads may run meanwhile.
-    py::gil_scoped_release nogil;
-    writeAll();
-  } else {
-    writeAll();  // a bytearray could be resized by another thread: keep the GIL
-  }
-  if (done != size) return false;
-  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
-    return false;
-  }
-  int index = peer_.attachFd(std::move(fd));
-  if (index < 0) return false;
-  auto buffer = out.initBuffer();
-  buffer.setKind(kind);
-  buffer.setSize(size);
-  buffer.setFd(uint16_t(index));
-  return true;
-}
-
-py::object ValueCodec::decodeBuffer(wire::Buffer::Reader in) {
-  uint64_t size = in.getSize();
-  KJ_REQUIRE(size <= kMaxBufferBytes, "peer sent a buffer over the size limit", size);
-  UniqueFd fd = peer_.takeFd(in.getFd());
-  // The peer must not be able to change or shrink the bytes under us (a shrunk mapping would
-  // be a SIGBUS here): only a memfd sealed against that is accepted, and only as large as said.
-  int seals = ::fcntl(fd.get(), F_GET_SEALS);
-  int needed = F_SEAL_SHRINK | F_SEAL_WRITE;
-  KJ_REQUIRE(seals >= 0 && (seals & needed) == needed, "peer sent a buffer that is not sealed");
-  struct stat info;
-  KJ_REQUIRE(::fstat(fd.get(), &info) == 0 && S_ISREG(info.st_mode) &&
-                 uint64_t(info.st_size) == size,
-             "peer sent a buffer whose size does not match", size);
-  bool bytes = in.getKind() == wire::Buffer::Kind::BYTES;
-  py::object result = steal(bytes ? PyBytes_FromStringAndSize(nullptr, Py_ssize_t(size))
-                                  : PyByteArray_FromStringAndSize(nullptr, Py_ssize_t(size)));
-  char* target = bytes ? PyBytes_AS_STRING(result.ptr()) : PyByteArray_AS_STRING(result.ptr());
-  size_t done = 0;
-  {
-    py::gil_scoped_release nogil;  // `result` is ours alone until we return it
-    while (done < size) {
-      ssize_t n = ::pread(fd.get(), target + done, size - done, off_t(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += size_t(n);
-    }
-  }
-  KJ_REQUIRE(done == size, "could not read a buffer the peer sent");
-  return result;
 }
 
 void ValueCodec::encodeBigInt(py::handle object, wire::Value::Builder out) {
@@ -393,7 +334,7 @@ py::object ValueCodec::decode(wire::Value::Reader in) {
       return exception;
     }
     case wire::Value::BUFFER:
-      return decodeBuffer(in.getBuffer());
+      return buffers_.decode(in.getBuffer());
     case wire::Value::SLICE: {
       auto s = in.getSlice();
       py::object start = decode(s.getStart());

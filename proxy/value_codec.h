@@ -2,6 +2,8 @@
 #pragma once
 
 #include "protocol/isolation.capnp.h"
+#include "proxy/buffer_codec.h"
+#include "runtime/peer_memory.h"
 #include "runtime/unique_fd.h"
 
 #include <pybind11/pybind11.h>
@@ -35,6 +37,16 @@ class CodecPeer {
   // The fd at `index` of the message being decoded, taken (each index once). Throws (kj FAILED)
   // for an index the message does not have.
   virtual UniqueFd takeFd(uint32_t index) = 0;
+
+  // Reads the peer's memory for a Buffer.address the peer sent (see PeerMemory): with `into`
+  // null, probes that [address, address + size) looks readable; otherwise copies it into `into`.
+  // Called without the GIL when `into` is set. Throws as PeerMemory does. The default throws
+  // (kj FAILED): this side does not read its peer's memory.
+  virtual PeerMemory::Access readPeerMemory(uint64_t address, uint64_t size, char* into);
+  // Asks the peer for the payload of a Buffer.address in the message being decoded again, after
+  // the OS refused the read (Op fetchBuffer); returns the value the peer answers with. Throws
+  // like a request does. The default throws (kj FAILED).
+  virtual py::object refetchSpan(uint64_t address, uint64_t size);
 };
 
 // The classes and singletons of the `builtins` module, which cross by name. Built from the
@@ -59,7 +71,7 @@ py::object makeException(py::handle cls, py::handle args);
 // Encodes and decodes values for one connection. Requires the GIL.
 class ValueCodec {
  public:
-  explicit ValueCodec(CodecPeer& peer) : peer_(peer) {}
+  explicit ValueCodec(CodecPeer& peer) : peer_(peer), buffers_(peer) {}
 
   // Writes `object` into `out`. Throws ValueError (py::value_error) when a by-value object nests
   // deeper than kMaxValueDepth (a container that contains itself, for one).
@@ -70,22 +82,21 @@ class ValueCodec {
   // an unknown back id.
   py::object decode(wire::Value::Reader in);
 
-  // Writes `size` bytes at `data` as a bytearray value: out of band (a sealed memfd) when large,
-  // inline otherwise. Keeps the GIL (the memory may belong to a mutable object).
-  void encodeBytesLike(const char* data, size_t size, wire::Value::Builder out);
+  // Writes `size` bytes at `data` as a bytearray value: out of band when large (see
+  // BufferCodec), inline otherwise. `owner` holds the memory through a buffer export (a
+  // PickleBuffer), so it stays in place and keeps its size while `owner` lives; it may be pinned.
+  void encodeBytesLike(py::handle owner, const char* data, size_t size, wire::Value::Builder out);
 
   const BuiltinTable& builtins() const { return builtins_; }
+  BufferCodec& buffers() { return buffers_; }
 
  private:
   void encodeBigInt(py::handle object, wire::Value::Builder out);
-  // Large bytes/bytearray out of band (a sealed memfd); false when that is not possible.
-  bool encodeBuffer(const char* data, size_t size, wire::Buffer::Kind kind,
-                    wire::Value::Builder out, bool immutable);
-  py::object decodeBuffer(wire::Buffer::Reader in);
   py::object decodeBigInt(capnp::Data::Reader data);
 
   CodecPeer& peer_;
   BuiltinTable builtins_;
+  BufferCodec buffers_;
 };
 
 }  // namespace pi

@@ -144,10 +144,16 @@ def test_a_ring_cursor_moved_where_it_cannot_be_is_a_protocol_error(ring_hostile
 def test_a_reader_cursor_moved_ahead_of_what_the_parent_wrote_is_a_protocol_error(ring_hostile):
     ctx, hostile = ring_hostile
     move = hostile.move_cursor_then_wait
-    # The child claims to have read more of the parent's ring than the parent ever wrote; the
-    # parent finds out when it next writes there.
-    move(0, 1, 1 << 20, 0)
-    assert_killed_for_breaking_the_protocol_by(ctx, lambda: move(0, 1, 0, 0),
+
+    def claim_then_call_again():
+        # The child claims to have read more of the parent's ring than the parent ever wrote;
+        # the parent finds out when it next looks at that cursor: while it waits for this
+        # answer (to see whether the child took its request), or at the latest when it writes
+        # the next request.
+        move(0, 1, 1 << 20, 0)
+        move(0, 1, 0, 0)
+
+    assert_killed_for_breaking_the_protocol_by(ctx, claim_then_call_again,
                                                'corrupted the shared ring')
 
 

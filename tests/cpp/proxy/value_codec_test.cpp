@@ -64,8 +64,28 @@ class FakePeer : public CodecPeer {
     KJ_REQUIRE(index < fds.size() && fds[index], "no such fd", index);
     return std::move(fds[index]);
   }
+  // Spans (Buffer.address) are read from this very process, which is the "peer" that sent them;
+  // with `refuseReads` the OS "refuses", and the "peer" is asked again through `sender`.
+  PeerMemory::Access readPeerMemory(uint64_t address, uint64_t size, char* into) override {
+    if (refuseReads) return PeerMemory::Access::kRefused;
+    return into == nullptr ? self.probe(address, size) : self.read(address, into, size_t(size));
+  }
+  py::object refetchSpan(uint64_t address, uint64_t size) override {
+    ++refetches;
+    if (refetchAnswer) return refetchAnswer;
+    KJ_REQUIRE(sender != nullptr, "no sender to ask again");
+    capnp::MallocMessageBuilder message;
+    auto value = message.initRoot<wire::Value>();
+    sender->buffers().encodePinned(address, size, value);
+    return sender->decode(value.asReader());
+  }
 
   std::vector<UniqueFd> fds;
+  PeerMemory self{::getpid()};
+  bool refuseReads = false;
+  ValueCodec* sender = nullptr;
+  py::object refetchAnswer;  // when set, what refetchSpan answers instead of asking `sender`
+  int refetches = 0;
 
   std::vector<py::object> exported;
   std::unordered_map<uint64_t, py::object> backs;      // what `back` ids resolve to
@@ -479,6 +499,246 @@ TEST_F(ValueCodecTest, RefusesABufferThatIsNotSealedOrNotItsSize) {
       buffer.setFd(3);
     });
   }));
+}
+
+}  // namespace
+}  // namespace pi
+
+namespace pi {
+namespace {
+
+// The Buffer a message's only request argument holds, once encoded.
+struct EncodedBuffer {
+  capnp::MallocMessageBuilder message;
+  wire::Value::Builder value() {
+    return message.getRoot<wire::Message>().getRequest().getArgs()[0];
+  }
+};
+
+class SpanTest : public ValueCodecTest {
+ protected:
+  void SetUp() override {
+    ValueCodecTest::SetUp();
+    codec_.buffers().setSendSpans(true);  // as the child's endpoint does
+  }
+
+  // Encodes `value` into `out` as the only argument of a request.
+  void encodeInto(py::handle value, EncodedBuffer& out) {
+    auto request = out.message.initRoot<wire::Message>().initRequest();
+    codec_.encode(value, request.initArgs(1)[0]);
+  }
+
+  // A request whose only argument is a span at `address` of `size` bytes, decoded.
+  py::object decodeSpan(uint64_t address, uint64_t size) {
+    return decodeBuilt([&](wire::Value::Builder out) {
+      auto buffer = out.initBuffer();
+      buffer.setKind(wire::Buffer::Kind::BYTES);
+      buffer.setSize(size);
+      buffer.setAddress(address);
+    });
+  }
+
+  // The largest allocation Python made while `f` ran (tracemalloc's peak), in bytes.
+  template <typename F>
+  size_t peakPythonAllocation(F&& f) {
+    py::module_ tracemalloc = py::module_::import("tracemalloc");
+    tracemalloc.attr("start")();
+    KJ_DEFER(tracemalloc.attr("stop")());
+    tracemalloc.attr("reset_peak")();
+    size_t before = tracemalloc.attr("get_traced_memory")()[py::int_(0)].cast<size_t>();
+    f();
+    return tracemalloc.attr("get_traced_memory")()[py::int_(1)].cast<size_t>() - before;
+  }
+};
+
+uint64_t addressOf(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+TEST_F(SpanTest, SendsLargeBytesAsTheirAddressAndPinsThemUntilReleased) {
+  py::object value = eval("bytes(range(256)) * 1024");  // 256 KiB
+  Py_ssize_t references = Py_REFCNT(value.ptr());
+  EncodedBuffer encoded;
+  encodeInto(value, encoded);
+  ASSERT_EQ(encoded.value().which(), wire::Value::BUFFER);
+  auto buffer = encoded.value().getBuffer();
+  ASSERT_EQ(buffer.which(), wire::Buffer::ADDRESS);
+  EXPECT_EQ(buffer.getAddress(), addressOf(PyBytes_AS_STRING(value.ptr())));
+  EXPECT_EQ(buffer.getSize(), 256u << 10);
+  EXPECT_EQ(buffer.getKind(), wire::Buffer::Kind::BYTES);
+  EXPECT_TRUE(peer_.fds.empty());
+  // The sender holds the object until the receiver is done with it.
+  EXPECT_EQ(codec_.buffers().pinCount(), 1u);
+  EXPECT_EQ(Py_REFCNT(value.ptr()), references + 1);
+  py::object back = decodeFrame(frameToWords(encoded.message)).second;
+  EXPECT_TRUE(same(back, value));
+  EXPECT_NE(back.ptr(), value.ptr());
+  codec_.buffers().releasePins();
+  EXPECT_EQ(codec_.buffers().pinCount(), 0u);
+  EXPECT_EQ(Py_REFCNT(value.ptr()), references);
+}
+
+TEST_F(SpanTest, SendsSmallBytesInlineAndABytearrayNeverAsASpan) {
+  EXPECT_EQ(kindOf(eval("b'x' * (64 * 1024 - 1)")), wire::Value::BYTES);
+  // A bytearray could be resized by another thread before the receiver reads it: a copy in a
+  // memfd when large, inline when not.
+  EncodedBuffer encoded;
+  encodeInto(eval("bytearray(b'ab') * (1 << 20)"), encoded);
+  ASSERT_EQ(encoded.value().which(), wire::Value::BUFFER);
+  EXPECT_EQ(encoded.value().getBuffer().which(), wire::Buffer::FD);
+  EXPECT_EQ(kindOf(eval("bytearray(b'ab') * (100 * 1024)")), wire::Value::BYTEARRAY);
+  EXPECT_EQ(codec_.buffers().pinCount(), 0u);
+}
+
+TEST_F(SpanTest, SendsAPickleBufferAsASpanWhileItsExportKeepsTheMemoryInPlace) {
+  py::object data = eval("bytearray(range(256)) * 1024");
+  py::object pickleBuffer = py::module_::import("pickle").attr("PickleBuffer")(data);
+  EncodedBuffer encoded;
+  {
+    Py_buffer view;
+    ASSERT_EQ(PyObject_GetBuffer(pickleBuffer.ptr(), &view, PyBUF_CONTIG_RO), 0);
+    auto request = encoded.message.initRoot<wire::Message>().initRequest();
+    codec_.encodeBytesLike(pickleBuffer, static_cast<const char*>(view.buf), size_t(view.len),
+                           request.initArgs(1)[0]);
+    PyBuffer_Release(&view);
+  }
+  pickleBuffer = py::object();  // only the pin holds it now
+  auto buffer = encoded.value().getBuffer();
+  ASSERT_EQ(buffer.which(), wire::Buffer::ADDRESS);
+  EXPECT_EQ(buffer.getAddress(), addressOf(PyByteArray_AS_STRING(data.ptr())));
+  EXPECT_EQ(buffer.getKind(), wire::Buffer::Kind::BYTEARRAY);
+  // The pinned PickleBuffer's export stops the bytearray from moving: resizing it fails.
+  try {
+    data.attr("extend")(py::bytes("x"));
+    ADD_FAILURE() << "a bytearray behind a pinned span was resized";
+  } catch (py::error_already_set& e) {
+    EXPECT_TRUE(e.matches(PyExc_BufferError)) << e.what();
+  }
+  py::object back = decodeFrame(frameToWords(encoded.message)).second;
+  EXPECT_TRUE(same(back, data));
+  codec_.buffers().releasePins();
+  data.attr("extend")(py::bytes("x"));  // let go: resizable again
+}
+
+TEST_F(SpanTest, RefusesASpanOutsideThePeersMemoryBeforeAllocatingIt) {
+  // Nothing mapped at 16; the size is allowed, so only the probe stops the allocation.
+  size_t peak = peakPythonAllocation([&] {
+    EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(16, uint64_t{3} << 30); }, "does not have"));
+  });
+  EXPECT_LT(peak, size_t{1} << 20);
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(0, 4096); }, "cannot be in its memory"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(~uint64_t{0} - 100, 4096); }));
+  // Over the size limit: refused before anything else.
+  py::object here = eval("b'y' * 4096");
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeSpan(addressOf(PyBytes_AS_STRING(here.ptr())), kMaxBufferBytes + 1);
+  }, "size limit"));
+}
+
+TEST_F(SpanTest, RefusesASpanLongerThanThePeersMemory) {
+  // Two readable pages and an unreadable one: a size one byte too large does not match.
+  size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  char* pages = static_cast<char*>(
+      ::mmap(nullptr, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(pages, MAP_FAILED);
+  KJ_DEFER(::munmap(pages, 3 * page));
+  memset(pages, 'z', 2 * page);
+  ASSERT_EQ(::mprotect(pages + 2 * page, page, PROT_NONE), 0);
+  py::object fits = decodeSpan(addressOf(pages), 2 * page);
+  EXPECT_TRUE(same(fits, py::bytes(std::string(2 * page, 'z'))));
+  size_t peak = peakPythonAllocation([&] {
+    EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(addressOf(pages), 2 * page + 1); },
+                         "ends outside"));
+  });
+  EXPECT_LT(peak, 2 * page);
+  // Both ends readable, a hole in the middle: found by the read itself.
+  char* holed = static_cast<char*>(
+      ::mmap(nullptr, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(holed, MAP_FAILED);
+  KJ_DEFER(::munmap(holed, 3 * page));
+  ASSERT_EQ(::mprotect(holed + page, page, PROT_NONE), 0);
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(addressOf(holed), 3 * page); }, "longer than"));
+}
+
+TEST_F(SpanTest, AsksForARefusedSpanAgainAndSendsNoMoreSpansAfterwards) {
+  peer_.refuseReads = true;  // EPERM: the "child" made itself non-dumpable
+  peer_.sender = &codec_;
+  // Large: the answer comes in a memfd.
+  py::object large = eval("bytes(range(256)) * 8192");  // 2 MiB
+  EncodedBuffer encoded;
+  encodeInto(large, encoded);
+  ASSERT_EQ(encoded.value().getBuffer().which(), wire::Buffer::ADDRESS);
+  py::object back = decodeFrame(frameToWords(encoded.message)).second;
+  EXPECT_TRUE(same(back, large));
+  EXPECT_EQ(peer_.refetches, 1);
+  // From now on the sender uses memfds.
+  EXPECT_FALSE(codec_.buffers().sendsSpans());
+  EncodedBuffer after;
+  encodeInto(large, after);
+  EXPECT_EQ(after.value().getBuffer().which(), wire::Buffer::FD);
+  // Small, and a pickle buffer's kind: answered inline, as a bytearray.
+  codec_.buffers().setSendSpans(true);
+  py::object small = eval("bytearray(b'q') * (100 * 1024)");
+  py::object pickleBuffer = py::module_::import("pickle").attr("PickleBuffer")(small);
+  EncodedBuffer pickled;
+  auto request = pickled.message.initRoot<wire::Message>().initRequest();
+  codec_.encodeBytesLike(pickleBuffer, PyByteArray_AS_STRING(small.ptr()),
+                         size_t(PyByteArray_GET_SIZE(small.ptr())), request.initArgs(1)[0]);
+  back = decodeFrame(frameToWords(pickled.message)).second;
+  EXPECT_TRUE(same(back, small));
+  EXPECT_EQ(peer_.refetches, 2);
+}
+
+TEST_F(SpanTest, RefusesAnAnswerToFetchBufferThatIsNotTheBufferAskedFor) {
+  peer_.refuseReads = true;
+  py::object large = eval("bytes(range(256)) * 1024");
+  EncodedBuffer encoded;
+  encodeInto(large, encoded);
+  peer_.refetchAnswer = eval("b'short'");
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeFrame(frameToWords(encoded.message)); },
+                       "other than the buffer"));
+  peer_.refetchAnswer = eval("bytearray(bytes(range(256)) * 1024)");  // right size, wrong type
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeFrame(frameToWords(encoded.message)); },
+                       "other than the buffer"));
+}
+
+TEST_F(SpanTest, AnswersFetchBufferOnlyForASpanItIsHolding) {
+  py::object large = eval("bytes(range(256)) * 1024");
+  EncodedBuffer encoded;
+  encodeInto(large, encoded);
+  uint64_t address = encoded.value().getBuffer().getAddress();
+  capnp::MallocMessageBuilder message;
+  auto out = message.initRoot<wire::Value>();
+  EXPECT_TRUE(throwsKj(kFailed, [&] { codec_.buffers().encodePinned(address, 100, out); },
+                       "not holding"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { codec_.buffers().encodePinned(address + 1, 256 << 10, out); },
+                       "not holding"));
+  codec_.buffers().releasePins();
+  EXPECT_TRUE(throwsKj(kFailed, [&] { codec_.buffers().encodePinned(address, 256 << 10, out); },
+                       "not holding"));
+}
+
+TEST_F(SpanTest, ReadsNothingOfAnAnswerThatWillBeDropped) {
+  // The late answer to an interrupted call: its spans may be gone already.
+  BufferCodec::SkipContents skip(codec_.buffers());
+  EXPECT_TRUE(decodeSpan(16, 4096).is_none());
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(16, kMaxBufferBytes + 1); }, "size limit"));
+}
+
+TEST_F(ValueCodecTest, RefusesAMemfdWithHoles) {
+  // Sealed and of the size claimed, but never written: mapping it would allocate every page.
+  int sparse = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(sparse, 0);
+  ASSERT_EQ(::ftruncate(sparse, 1 << 20), 0);
+  ASSERT_EQ(::fcntl(sparse, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE), 0);
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeBuilt([&](wire::Value::Builder out) {
+      peer_.fds.clear();
+      peer_.fds.emplace_back(sparse);
+      auto buffer = out.initBuffer();
+      buffer.setKind(wire::Buffer::Kind::BYTES);
+      buffer.setSize(1 << 20);
+      buffer.setFd(0);
+    });
+  }, "holes"));
 }
 
 }  // namespace

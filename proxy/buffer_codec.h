@@ -1,0 +1,125 @@
+// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of child memory).
+#pragma once
+
+#include "protocol/isolation.capnp.h"
+
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace pi {
+
+namespace py = pybind11;
+
+class CodecPeer;
+
+// Sends and receives the payload of large bytes-like values beside the frame rather than in it.
+// Two ways (see Buffer in protocol/isolation.capnp):
+//   - a memfd the sender writes once and seals; the receiver maps it and copies it once. Either
+//     direction; the only way from the parent to the child.
+//   - a span: the value stays where it is in the sender's memory and the receiver copies it with
+//     one process_vm_readv straight into the new object. Only the child sends spans (only the
+//     parent reads a peer's memory: a child never reads its parent, nor a grandchild its
+//     grandparent). The sender pins each span's owner until the next message from the peer
+//     arrives (releasePins): the receiver copies the spans of a message while it decodes it, and
+//     decodes a message completely before it sends anything. If the OS refuses the read (EPERM),
+//     the receiver asks for the bytes again (Op fetchBuffer, encodePinned()) and gets a memfd,
+//     and the sender sends no more spans on this connection.
+//
+// One per ValueCodec. Requires the GIL, except where a method says it releases it.
+class BufferCodec {
+ public:
+  // How the bytes to send are held, which decides how they may travel.
+  enum class Source {
+    kImmutable,  // a bytes object: never changes while referenced. May be pinned as a span; a
+                 // memfd is written without the GIL
+    kExported,   // held through a buffer export (a PickleBuffer over a numpy array): stays in
+                 // place and keeps its size while the owner lives, but other threads may write
+                 // it. May be pinned as a span (the receiver copies the bytes as they are when it
+                 // reads them, as any reader of a shared buffer does); a memfd is written with the
+                 // GIL held, so that copy is a snapshot
+    kMutable,    // a bytearray: any thread may resize it. Copied at once into a memfd with the
+                 // GIL held, never pinned
+  };
+
+  explicit BufferCodec(CodecPeer& peer) : peer_(peer) {}
+  BufferCodec(const BufferCodec&) = delete;
+  BufferCodec& operator=(const BufferCodec&) = delete;
+
+  // Sender: whether large kImmutable and kExported values go as spans. The child's endpoint turns
+  // it on; encodePinned() turns it off for good (the peer cannot read this process's memory).
+  void setSendSpans(bool enabled) { sendSpans_ = enabled; }
+  bool sendsSpans() const { return sendSpans_; }
+
+  // Writes the `size` bytes at `data` into `out` as a Buffer of `kind` when they are large enough
+  // to travel out of band, and returns whether it did (false: the caller sends them inline).
+  // `owner` holds the bytes as `source` says; a span keeps a reference to it until
+  // releasePins(). Throws only what the peer's attachFd() throws.
+  bool encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
+              Source source, wire::Value::Builder out);
+
+  // Makes the bytes (kind bytes) or bytearray (kind bytearray) that `in` describes. Everything
+  // the peer claims that can be checked is checked before anything is allocated: the size
+  // against kMaxBufferBytes; for a memfd its seals, type, size and that it has no holes; for a
+  // span that its first and last byte are readable. Throws kj FAILED for a buffer a well-behaved
+  // peer would not send (a span outside the peer's memory or shorter than claimed, an unsealed
+  // fd), DISCONNECTED when the peer ended while its memory was being read; either way
+  // sawBrokenBuffer() is true from then on. Releases the GIL around the copy (the new object is
+  // not yet visible to anyone).
+  py::object decode(wire::Buffer::Reader in);
+
+  // True once decode() has refused a buffer. Buffers are the runtime's own encoding, which no
+  // well-behaved peer gets wrong, and they stand for memory and descriptors: the endpoint ends
+  // the connection for one even where it answers other malformed input with an error.
+  bool sawBrokenBuffer() const { return broken_; }
+
+  // Sender: lets go of every span sent so far. The endpoint calls it when any message from the
+  // peer arrives, except a fetchBuffer request (which asks for one of them).
+  void releasePins();
+
+  // Sender: answers fetchBuffer. Writes the pinned span at `address` of `size` bytes into `out`
+  // again, in a memfd (inline when small), keeping its kind, and sends no more spans. Throws kj
+  // FAILED when no such span is pinned.
+  void encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out);
+
+  // While one is alive, decode() checks what it is sent but copies nothing and returns None:
+  // for an answer that is decoded only to be dropped (the late answer to an interrupted call),
+  // whose spans the sender may have let go already.
+  class SkipContents {
+   public:
+    explicit SkipContents(BufferCodec& codec) : codec_(codec) { ++codec_.skipping_; }
+    ~SkipContents() { --codec_.skipping_; }
+    SkipContents(const SkipContents&) = delete;
+    SkipContents& operator=(const SkipContents&) = delete;
+
+   private:
+    BufferCodec& codec_;
+  };
+
+  size_t pinCount() const { return pins_.size(); }
+
+ private:
+  struct Pin {
+    py::object owner;
+    uint64_t address;
+    uint64_t size;
+    wire::Buffer::Kind kind;
+    Source source;
+  };
+
+  bool encodeMemfd(const char* data, size_t size, wire::Buffer::Kind kind, Source source,
+                   wire::Value::Builder out);
+  py::object decodeChecked(wire::Buffer::Reader in);
+  py::object decodeMemfd(wire::Buffer::Reader in, bool bytes);
+  py::object decodeSpan(wire::Buffer::Reader in, bool bytes);
+
+  CodecPeer& peer_;
+  bool sendSpans_ = false;
+  std::vector<Pin> pins_;
+  int skipping_ = 0;
+  bool broken_ = false;
+};
+
+}  // namespace pi
