@@ -18,9 +18,7 @@ from .session import _set_environment, _standard_library_entries
 
 def drop_inherited_proxies():
     """Removes proxies of other contexts from sys.modules, so imports here load real modules."""
-    for name, module in list(sys.modules.items()):
-        if _core.isproxy(module):
-            del sys.modules[name]
+    _core.drop_proxies(sys.modules)
 
 
 def rebind_stdio():
