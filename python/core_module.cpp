@@ -146,6 +146,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "run_fork_server",
       [](int parentPid, bool deathSignal, py::object childMain) {
+        pi::prepareToFork();  // once for all the server's children
         pi::runForkServer(pi::kForkServerControlFd, parentPid, deathSignal,
                           [&](const std::string& options, const pi::ChildSetup& setup) {
                             // In the new child: the bootstrap comes from the options.

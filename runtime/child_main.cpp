@@ -151,9 +151,19 @@ void nativeCrashHandler(int signal, siginfo_t* info, void* context) {
   ::raise(signal);
 }
 
-void installNativeCrashHandler() {
+// Set once backtrace() has run in this process or in the parent it was forked from: the unwinder
+// it loads (libgcc_s) is then mapped and initialised, and a forked copy inherits that state.
+bool gUnwinderLoaded = false;
+
+void loadUnwinder() {
+  if (gUnwinderLoaded) return;
   void* warmup[4];
   ::backtrace(warmup, 4);  // loads the unwinder now, outside any signal handler
+  gUnwinderLoaded = true;
+}
+
+void installNativeCrashHandler() {
+  loadUnwinder();
   for (size_t i = 0; i < sizeof(kFatalSignals) / sizeof(kFatalSignals[0]); ++i) {
     struct sigaction action;
     memset(&action, 0, sizeof(action));
@@ -183,6 +193,15 @@ void armLifeline(int fd) {
   }
   char byte;
   if (::read(fd, &byte, 1) == 0) ::_exit(71);  // every write end closed already: parent gone
+}
+
+void prepareToFork() {
+  if (Py_IsInitialized()) {
+    PyObject* module = PyImport_ImportModule("faulthandler");
+    if (module == nullptr) PyErr_Clear();  // the child then tries again, and does without
+    Py_XDECREF(module);
+  }
+  loadUnwinder();
 }
 
 void runChild(const ChildSetup& setup, MessageHandler& handler) {

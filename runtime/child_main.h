@@ -33,6 +33,13 @@ constexpr int kChildSocketFd = 3;
 constexpr int kChildCrashFd = 4;
 constexpr int kChildLifelineFd = 5;
 
+// Does once, in the process that forks children, what each child would otherwise do again at
+// the cost of copy-on-write faults (about 65 on a typical interpreter): imports faulthandler,
+// which stays in sys.modules (runChild enables it in the child, never here), and loads the
+// unwinder that the child's crash handler calls backtrace() with. Cheap after the first call.
+// Needs the GIL when the interpreter is initialized. Not async-signal-safe (call before fork).
+void prepareToFork();
+
 // Flushes sys.stdout and sys.stderr, ignoring errors (before a child's _exit). Needs the GIL.
 void flushPythonStdio();
 
