@@ -1,5 +1,6 @@
 """What a freshly forked child does before it serves: forget the parent's contexts, apply the
-context's environment, working directory and import paths.
+context's environment, working directory and import paths (fds, signal handlers and
+faulthandler are set up before, in C++: runtime/child_main.cpp).
 
 Runs in the child only, called from C++ after the runtime has set up the child's fds and crash
 pipe. Anything raised here ends the child with a printed traceback, and the parent reports that
@@ -9,7 +10,6 @@ the child failed to start.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from . import _core
@@ -44,12 +44,7 @@ def bootstrap(env, inherit_env, paths, inherit_paths, cwd, limits):
     """Prepares the child. Called with the context's (validated) options."""
     rebind_stdio()
     drop_inherited_proxies()
-    # Python-level handlers of the host application must not run here.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGALRM", "SIGCHLD"):
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
+    # The host's signal handlers were reset before this runs (runtime/child_main.cpp).
     # The same meaning as for Session: env wins over the inherited environment (or is all of it).
     target = dict(os.environ) if inherit_env else {}
     target.update(env)
