@@ -228,8 +228,9 @@ def c_level_handler(signum):
 @pytest.fixture
 def fork_server_running():
     """The fork server, (re)started before new_context counts descriptors (an earlier test may
-    have killed it)."""
-    return context_module._get_fork_server(60.0)
+    have killed it). Yields nothing: a fixture value that held the server would outlive the
+    module's fixture that stops it."""
+    context_module._get_fork_server(60.0)
 
 
 def test_starting_a_child_leaves_the_parents_crash_handlers_alone(fork_server_running,
