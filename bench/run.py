@@ -242,11 +242,17 @@ def run_steady_cases(impl, cfg, rows, problems):
 
 
 def run_startup(impl, cfg, rows, problems):
-    """Start a fresh child and get its first result, `startup_reps` times per start method."""
+    """Start a fresh child and get its first result, `startup_reps` times per start method.
+
+    For this project's 'fork' start-ups, a bare fork + exit + wait is also timed right after
+    each sample (untimed child stopped first): the reference in the parent's state of the
+    moment, which has grown since the floor was measured at the start of the run (more
+    modules and memory make every fork dearer)."""
     for method in impl.start_methods:
         row = Row('startup', impl.name, impl.role, method=method)
         rows.append(row)
         samples = []
+        paired = []
         try:
             with deadline(cfg['case_timeout_s'], f'{impl.name} startup {method}'):
                 for rep in range(1 + cfg['startup_reps']):   # the first one is a warm-up
@@ -260,7 +266,16 @@ def run_startup(impl, cfg, rows, problems):
                     expect(result == 2, result)
                     if rep:
                         samples.append(elapsed)
+                        if impl.role == 'ours' and method == 'fork':
+                            paired.append(measure.sample_each(floor.fork_exit_wait, 1, 0)[0])
             row.samples = samples
+            if paired:
+                rows.append(Row('startup', 'reference: bare os.fork + _exit + waitpid, right '
+                                'after each of these start-ups', 'reference', method=method,
+                                samples=paired))
+                row.notes.append('%.2f× the bare fork timed right after it (median of the '
+                                 'per-sample ratios)' % statistics.median(
+                                     s / f for s, f in zip(samples, paired)))
         except (Exception, DeadlineExceeded) as error:
             row.status = f'failed: {describe(error)}'
             problems.append(f'{impl.name} startup {method}: {describe(error)}')

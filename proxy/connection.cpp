@@ -108,6 +108,7 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
                                               const OutputSpec& stdoutSpec,
                                               const OutputSpec& stderrSpec, bool sharedRings) {
   ChildServer server(std::move(bootstrap));
+  prepareToFork();
   return launch(
       [&](int socketFd, int crashFd, int stdoutFd, int stderrFd, int lifelineFd) {
         ChildSetup setup;

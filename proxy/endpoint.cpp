@@ -54,6 +54,33 @@ std::string attrString(py::handle object, const char* name, const std::string& f
   return out;
 }
 
+// What _PyType_Lookup(type, name) finds (a borrowed reference, or null), found without its
+// method cache: a miss there writes a cache entry and drops a reference to the name it evicts,
+// and in a freshly forked child each such write copies a page. describeType makes a hundred
+// lookups per type, so it walks the MRO's dicts instead, which only reads them.
+PyObject* lookupInMro(PyTypeObject* type, PyObject* name) {
+  PyObject* mro = type->tp_mro;
+  if (mro == nullptr || !PyTuple_Check(mro)) return _PyType_Lookup(type, name);
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); ++i) {
+    PyObject* base = PyTuple_GET_ITEM(mro, i);
+    if (!PyType_Check(base)) continue;
+#if PY_VERSION_HEX >= 0x030C0000
+    // Static builtin types keep their dict in the interpreter state, not in tp_dict.
+    PyObject* dict = PyType_GetDict(reinterpret_cast<PyTypeObject*>(base));
+    if (dict == nullptr) continue;
+    PyObject* found = PyDict_GetItemWithError(dict, name);
+    Py_DECREF(dict);  // the type keeps its dict, and the dict what was found
+#else
+    PyObject* dict = reinterpret_cast<PyTypeObject*>(base)->tp_dict;  // borrowed: no write
+    if (dict == nullptr) continue;
+    PyObject* found = PyDict_GetItemWithError(dict, name);
+#endif
+    if (found != nullptr) return found;
+    if (PyErr_Occurred()) PyErr_Clear();  // as in _PyType_Lookup: an error means not found
+  }
+  return nullptr;
+}
+
 std::string readerText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
 // Builtin iterator types over containers: next() has no side effects beyond advancing, so the
@@ -691,7 +718,7 @@ void Endpoint::describeType(PyTypeObject* type, wire::TypeInfo::Builder info) {
   size_t generatorMethods = 0;
   for (const SpecialMethod& special : kSpecialMethods) {
     py::object name = py::reinterpret_steal<py::object>(PyUnicode_InternFromString(special.name));
-    PyObject* found = _PyType_Lookup(type, name.ptr());
+    PyObject* found = lookupInMro(type, name.ptr());
     if (found == Py_None) {
       blocked.push_back(special.name);
     } else if (found != nullptr) {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <new>
 #include <utility>
+#include <vector>
 
 namespace pi {
 
@@ -392,6 +393,30 @@ py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, ui
 }
 
 bool isProxy(py::handle object) { return PyObject_TypeCheck(object.ptr(), &gProxyBaseType); }
+
+void dropProxiesFrom(py::handle mapping) {
+  PyObject* dict = mapping.ptr();
+  if (!PyDict_Check(dict)) throw py::type_error("dropProxiesFrom needs a dict");
+  std::vector<std::pair<py::object, py::object>> found;  // (key, proxy), held while deleting
+  Py_ssize_t position = 0;
+  PyObject* key;
+  PyObject* value;
+  while (PyDict_Next(dict, &position, &key, &value)) {  // borrowed: no reference counts change
+    if (isProxy(value)) {
+      found.emplace_back(py::reinterpret_borrow<py::object>(key),
+                         py::reinterpret_borrow<py::object>(value));
+    }
+  }
+  for (auto& [name, proxy] : found) {
+    // A finalizer run by an earlier deletion may have changed the dict: delete only what is
+    // still there.
+    PyObject* current = PyDict_GetItemWithError(dict, name.ptr());
+    if (current == nullptr && PyErr_Occurred()) throw py::error_already_set();
+    if (current == proxy.ptr() && PyDict_DelItem(dict, name.ptr()) != 0) {
+      throw py::error_already_set();
+    }
+  }
+}
 
 Endpoint* proxyEndpoint(py::handle proxy) { return endpointOf(proxy.ptr()).get(); }
 

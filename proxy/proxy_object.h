@@ -32,6 +32,12 @@ py::object makeProxyType(const std::string& qualname, const std::string& module,
 py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, uint64_t id);
 
 bool isProxy(py::handle object);
+// Deletes every entry of the dict `mapping` whose value is a proxy (sys.modules after a fork).
+// Walks the dict without taking a reference to anything it keeps, so in a forked child it writes
+// to no page it shares with its parent unless there is a proxy to delete: a walk that counted
+// references would copy (COW) about two pages per entry. Raises TypeError for a non-dict.
+// Needs the GIL; deleting a proxy may run finalizers.
+void dropProxiesFrom(py::handle mapping);
 // For a proxy: its endpoint and peer id. Undefined for other objects (check isProxy first).
 Endpoint* proxyEndpoint(py::handle proxy);
 std::shared_ptr<Endpoint> proxyEndpointShared(py::handle proxy);

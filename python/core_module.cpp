@@ -147,6 +147,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "run_fork_server",
       [](int parentPid, bool deathSignal, py::object childMain) {
+        pi::prepareToFork();  // once for all the server's children
         pi::runForkServer(pi::kForkServerControlFd, parentPid, deathSignal,
                           [&](const std::string& options, const pi::ChildSetup& setup) {
                             // In the new child: the bootstrap comes from the options.
@@ -282,6 +283,9 @@ PYBIND11_MODULE(_core, m) {
   m.attr("SPAWN_SOCKET_FD") = pi::kSpawnSocketFd;
   m.def("isproxy", [](py::handle object) { return pi::isProxy(object); },
         "True when the object is a proxy for an object in an isolated child.");
+  m.def("drop_proxies", [](py::handle modules) { pi::dropProxiesFrom(modules); },
+        "Deletes the entries of a dict (sys.modules) whose values are proxies, touching no "
+        "other entry (cheap in a forked child: no copy-on-write of the pages it keeps).");
   m.def("pickled_copy",
         [](py::handle proxy) {
           pi::Endpoint& endpoint = endpointOfProxy(proxy);

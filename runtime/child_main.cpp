@@ -77,12 +77,59 @@ void resetSignals() {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  // A host's handlers must not run in the child; Python-level handlers are reset by the
-  // bootstrap. SIGINT keeps the interpreter's handler (KeyboardInterrupt), SIGPIPE stays ignored
-  // as Python set it up.
+  // A host's handlers must not run in the child (Python's own table of handlers is reset by
+  // resetPythonSignalHandlers). SIGINT keeps the interpreter's handler (KeyboardInterrupt),
+  // SIGPIPE stays ignored as Python set it up.
   for (int sig : {SIGCHLD, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM}) {
     ::signal(sig, SIG_DFL);
   }
+}
+
+// The host's Python-level handlers must not run in the child: SIGINT gets the interpreter's
+// default_int_handler (KeyboardInterrupt; the parent interrupts a call with SIGINT), and SIGTERM,
+// SIGHUP, SIGUSR1, SIGALRM and SIGCHLD get SIG_DFL in Python's handler table (resetSignals has
+// reset them at the C level already). An entry that already says SIG_DFL is left alone, so in
+// the usual child (a host that set none of them) this costs one call instead of six, and a
+// handful of page faults instead of some thirty. Needs the GIL; errors are ignored.
+void resetPythonSignalHandlers() {
+  PyObject* module = PyImport_ImportModule("_signal");
+  if (module == nullptr) {
+    PyErr_Clear();
+    return;
+  }
+  PyObject* getsignal = PyObject_GetAttrString(module, "getsignal");
+  PyObject* setsignal = PyObject_GetAttrString(module, "signal");
+  PyObject* interrupt = PyObject_GetAttrString(module, "default_int_handler");
+  PyObject* byDefault = PyObject_GetAttrString(module, "SIG_DFL");
+  if (getsignal && setsignal && interrupt && byDefault) {
+    long defaultValue = PyLong_AsLong(byDefault);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGALRM, SIGCHLD}) {
+      PyObject* number = PyLong_FromLong(sig);
+      if (number == nullptr) break;
+      bool replace = true;
+      // SIGINT is set whatever the table says: that also puts back the interpreter's C-level
+      // handler, which the host may have replaced behind Python's back.
+      if (sig != SIGINT) {
+        PyObject* current = PyObject_CallOneArg(getsignal, number);
+        replace = current == nullptr || !PyLong_Check(current) ||
+                  PyLong_AsLong(current) != defaultValue;
+        Py_XDECREF(current);
+      }
+      if (replace) {
+        PyObject* previous = PyObject_CallFunctionObjArgs(
+            setsignal, number, sig == SIGINT ? interrupt : byDefault, nullptr);
+        Py_XDECREF(previous);
+      }
+      Py_DECREF(number);
+      PyErr_Clear();
+    }
+  }
+  PyErr_Clear();
+  Py_XDECREF(byDefault);
+  Py_XDECREF(interrupt);
+  Py_XDECREF(setsignal);
+  Py_XDECREF(getsignal);
+  Py_DECREF(module);
 }
 
 void enableFaulthandler() {
@@ -151,9 +198,19 @@ void nativeCrashHandler(int signal, siginfo_t* info, void* context) {
   ::raise(signal);
 }
 
-void installNativeCrashHandler() {
+// Set once backtrace() has run in this process or in the parent it was forked from: the unwinder
+// it loads (libgcc_s) is then mapped and initialised, and a forked copy inherits that state.
+bool gUnwinderLoaded = false;
+
+void loadUnwinder() {
+  if (gUnwinderLoaded) return;
   void* warmup[4];
   ::backtrace(warmup, 4);  // loads the unwinder now, outside any signal handler
+  gUnwinderLoaded = true;
+}
+
+void installNativeCrashHandler() {
+  loadUnwinder();
   for (size_t i = 0; i < sizeof(kFatalSignals) / sizeof(kFatalSignals[0]); ++i) {
     struct sigaction action;
     memset(&action, 0, sizeof(action));
@@ -185,6 +242,15 @@ void armLifeline(int fd) {
   if (::read(fd, &byte, 1) == 0) ::_exit(71);  // every write end closed already: parent gone
 }
 
+void prepareToFork() {
+  if (Py_IsInitialized()) {
+    PyObject* module = PyImport_ImportModule("faulthandler");
+    if (module == nullptr) PyErr_Clear();  // the child then tries again, and does without
+    Py_XDECREF(module);
+  }
+  loadUnwinder();
+}
+
 void runChild(const ChildSetup& setup, MessageHandler& handler) {
   if (setup.deathSignal && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
     dieEarly("cannot set its death signal", 70);
@@ -194,6 +260,7 @@ void runChild(const ChildSetup& setup, MessageHandler& handler) {
   if (setup.lifelineFd >= 0) armLifeline(kChildLifelineFd);
   resetSignals();
   bool python = Py_IsInitialized();
+  if (python) resetPythonSignalHandlers();
   if (python) enableFaulthandler();
   installNativeCrashHandler();
   int status = 0;

@@ -21,17 +21,27 @@ struct ChildSetup {
                             // the kernel sends it when that *thread* ends
 };
 
-// In the child after fork. Arms the lifeline (and PR_SET_PDEATHSIG(SIGKILL) when the setup
-// says so) and exits if the parent is already gone; redirects stdout and stderr when the setup says so; moves the socket to fd 3 and the
-// crash pipe to fd 4 and closes every other inherited fd but stdio; unblocks signals; points faulthandler at the crash pipe (all threads); calls
-// `handler.serve`; flushes sys.stdout and sys.stderr; and leaves with _exit, so the parent's
-// atexit handlers never run here. Requires the GIL (the interpreter's fork hooks have run).
+// In the child after fork. Arms the lifeline (and PR_SET_PDEATHSIG(SIGKILL) when the setup says
+// so) and exits if the parent is already gone; redirects stdout and stderr when the setup says
+// so; moves the socket to fd 3 and the crash pipe to fd 4 and closes every other inherited fd but
+// stdio; unblocks signals and resets the host's handlers (C-level, and in Python's table: SIGINT
+// to default_int_handler, SIGTERM, SIGHUP, SIGUSR1, SIGALRM and SIGCHLD to SIG_DFL); points
+// faulthandler at the crash pipe (all threads); calls `handler.serve`; flushes sys.stdout and
+// sys.stderr; and leaves with _exit, so the parent's atexit handlers never run here. Requires
+// the GIL (the interpreter's fork hooks have run).
 [[noreturn]] void runChild(const ChildSetup& setup, MessageHandler& handler);
 
 // The fd numbers the child's socket and crash pipe have once runChild has moved them.
 constexpr int kChildSocketFd = 3;
 constexpr int kChildCrashFd = 4;
 constexpr int kChildLifelineFd = 5;
+
+// Does once, in the process that forks children, what each child would otherwise do again at
+// the cost of copy-on-write faults (about 65 on a typical interpreter): imports faulthandler,
+// which stays in sys.modules (runChild enables it in the child, never here), and loads the
+// unwinder that the child's crash handler calls backtrace() with. Cheap after the first call.
+// Needs the GIL when the interpreter is initialized. Not async-signal-safe (call before fork).
+void prepareToFork();
 
 // Flushes sys.stdout and sys.stderr, ignoring errors (before a child's _exit). Needs the GIL.
 void flushPythonStdio();

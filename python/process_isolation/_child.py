@@ -1,5 +1,6 @@
 """What a freshly forked child does before it serves: forget the parent's contexts, apply the
-context's environment, working directory and import paths.
+context's environment, working directory and import paths (fds, signal handlers and
+faulthandler are set up before, in C++: runtime/child_main.cpp).
 
 Runs in the child only, called from C++ after the runtime has set up the child's fds and crash
 pipe. Anything raised here ends the child with a printed traceback, and the parent reports that
@@ -9,7 +10,6 @@ the child failed to start.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from . import _core
@@ -18,9 +18,7 @@ from .session import _set_environment, _standard_library_entries
 
 def drop_inherited_proxies():
     """Removes proxies of other contexts from sys.modules, so imports here load real modules."""
-    for name, module in list(sys.modules.items()):
-        if _core.isproxy(module):
-            del sys.modules[name]
+    _core.drop_proxies(sys.modules)
 
 
 def rebind_stdio():
@@ -46,16 +44,14 @@ def bootstrap(env, inherit_env, paths, inherit_paths, cwd, limits):
     """Prepares the child. Called with the context's (validated) options."""
     rebind_stdio()
     drop_inherited_proxies()
-    # Python-level handlers of the host application must not run here.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for name in ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGALRM", "SIGCHLD"):
-        signum = getattr(signal, name, None)
-        if signum is not None:
-            signal.signal(signum, signal.SIG_DFL)
-    # The same meaning as for Session: env wins over the inherited environment (or is all of it).
-    target = dict(os.environ) if inherit_env else {}
-    target.update(env)
-    _set_environment(target)
+    # The host's signal handlers were reset before this runs (runtime/child_main.cpp).
+    if env or not inherit_env:
+        # The same meaning as for Session: env wins over the inherited environment (or is all
+        # of it). With neither, the inherited environment is left as it is, untouched: reading
+        # all of os.environ costs a forked child some thirty copy-on-write faults.
+        target = dict(os.environ) if inherit_env else {}
+        target.update(env)
+        _set_environment(target)
     if cwd is not None:
         os.chdir(cwd)
     if inherit_paths:

@@ -490,13 +490,16 @@ def _stop_fork_server():
 
 
 def _forget_contexts_after_fork():
+    # Runs in every child forked from this process (our isolated children and anybody's
+    # os.fork()). Every page it writes is copied, at a page fault each, so it touches only what
+    # it changes: no walk of sys.modules that counts references (_core.drop_proxies reads it).
     global _fork_server
-    _fork_server = None  # the parent's; a forked copy of its handle does nothing
-    for ctx in list(_live_contexts):
-        ctx._abandon()
-    for name, module in list(sys.modules.items()):
-        if _core.isproxy(module):
-            del sys.modules[name]
+    if _fork_server is not None:
+        _fork_server = None  # the parent's; a forked copy of its handle does nothing
+    if _live_contexts:
+        for ctx in list(_live_contexts):
+            ctx._abandon()
+    _core.drop_proxies(sys.modules)
 
 
 def _terminate_all_at_exit():

@@ -249,7 +249,7 @@ def test_the_child_runs_none_of_the_hosts_signal_handlers(new_context):
         pass
 
     saved = {name: signal.signal(getattr(signal, name), host_handler)
-             for name in ('SIGTERM', 'SIGUSR1', 'SIGHUP', 'SIGINT')}
+             for name in ('SIGTERM', 'SIGUSR1', 'SIGHUP', 'SIGINT', 'SIGALRM', 'SIGCHLD')}
     try:
         context = new_context()
         context.start()
@@ -260,4 +260,13 @@ def test_the_child_runs_none_of_the_hosts_signal_handlers(new_context):
     assert introspect.disposition('SIGTERM') == 'SIG_DFL'
     assert introspect.disposition('SIGUSR1') == 'SIG_DFL'
     assert introspect.disposition('SIGHUP') == 'SIG_DFL'
+    assert introspect.disposition('SIGINT') == 'default_int_handler'
+    assert introspect.disposition('SIGALRM') == 'SIG_DFL'
+    assert introspect.disposition('SIGCHLD') == 'SIG_DFL'
+
+
+def test_a_child_of_a_host_without_signal_handlers_has_the_default_ones(new_context):
+    introspect = new_context().load_module('isofix_introspect')
+    for name in ('SIGTERM', 'SIGUSR1', 'SIGHUP', 'SIGALRM', 'SIGCHLD'):
+        assert introspect.disposition(name) == 'SIG_DFL', name
     assert introspect.disposition('SIGINT') == 'default_int_handler'

@@ -4,6 +4,8 @@ modules used in the child, and IsolationContext.call."""
 
 import importlib
 import os
+import select
+import signal
 import sys
 
 import pytest
@@ -84,6 +86,40 @@ def test_a_real_module_in_sys_modules_is_not_replaced_by_the_proxy(ctx):
     assert isproxy(remote)
     assert sys.modules['json'] is json
     assert remote.loads('[1, {"a": null}]') == [1, {'a': None}]
+
+
+def test_a_process_forked_from_the_parent_finds_no_proxy_in_sys_modules(ctx):
+    proxy = ctx.load_module('isofix_basic')
+    assert sys.modules['isofix_basic'] is proxy
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the forked copy of this test process: report and leave at once
+        try:
+            proxies = sorted(name for name, module in sys.modules.items() if isproxy(module))
+            os.write(write_end, repr((proxies, 'os' in sys.modules, 'pytest' in sys.modules))
+                     .encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        readable, _, _ = select.select([read_end], [], [], CALL_DEADLINE)
+        assert readable, 'the forked process did not report in time'
+        report = os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+        os.kill(pid, signal.SIGKILL)  # a no-op once it has exited; it is ours until reaped
+        os.waitpid(pid, 0)
+    assert report == repr(([], True, True))  # the proxy is gone, real modules are kept
+    assert sys.modules['isofix_basic'] is proxy  # and the parent still has it
+
+
+def test_drop_proxies_deletes_the_proxies_of_a_dict_and_nothing_else(basic):
+    from process_isolation import _core
+    mapping = {'proxy': basic, 'module': os, 'value': 1, 'other proxy': basic.add}
+    _core.drop_proxies(mapping)
+    assert mapping == {'module': os, 'value': 1}
+    with pytest.raises(TypeError):
+        _core.drop_proxies([basic])
 
 
 def test_dotted_names_return_the_submodule(ctx):

@@ -25,6 +25,20 @@ def test_env_wins_over_the_inherited_environment_in_the_child_as_in_a_session(
                                       'PI_SHARED_OVERRIDE': 'mine', 'PI_SHARED_NEW': 'new'}
 
 
+def test_without_env_a_forked_child_has_the_parents_environment_as_a_session_does(
+        new_context, monkeypatch):
+    # (A spawned child starts from the C-level environment instead, which os.environ of a
+    # process may not mirror exactly.)
+    monkeypatch.setenv('PI_SHARED_KEEP', 'inherited')
+    monkeypatch.delenv('PI_SHARED_ABSENT', raising=False)
+    with Session():
+        in_session = dict(os.environ)
+    ctx = new_context()
+    in_child = ctx.call(dict, ctx.load_module('os').environ)
+    assert in_child == in_session == dict(os.environ)
+    assert in_child['PI_SHARED_KEEP'] == 'inherited' and 'PI_SHARED_ABSENT' not in in_child
+
+
 @pytest.mark.parametrize('method', ['fork', 'spawn'])
 def test_inherit_env_false_leaves_only_env_in_the_child_as_in_a_session(new_context, method):
     env = {'PI_SHARED_ONLY': 'this'}

@@ -1,6 +1,7 @@
 """The three start methods: 'fork' (the default), 'forkserver' and 'spawn' (with python=)."""
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -211,3 +212,38 @@ def _exists(pid):
             return f.read().split(') ')[1][0] != 'Z'
     except FileNotFoundError:
         return False
+
+
+def c_level_handler(signum):
+    """The address of the C-level handler the kernel runs for `signum` in this process (0 for
+    SIG_DFL, 1 for SIG_IGN), read with sigaction(2): Python's signal.getsignal only knows the
+    handlers Python installed. sa_handler is the first member of struct sigaction."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    action = ctypes.create_string_buffer(512)  # larger than any struct sigaction
+    assert libc.sigaction(signum, None, action) == 0, ctypes.get_errno()
+    return ctypes.c_void_p.from_buffer(action).value or 0
+
+
+@pytest.fixture
+def fork_server_running():
+    """The fork server, (re)started before new_context counts descriptors (an earlier test may
+    have killed it). Yields nothing: a fixture value that held the server would outlive the
+    module's fixture that stops it."""
+    context_module._get_fork_server(60.0)
+
+
+def test_starting_a_child_leaves_the_parents_crash_handlers_alone(fork_server_running,
+                                                                  new_context):
+    # The parent prepares what every child would otherwise repeat (it imports faulthandler and
+    # loads the unwinder once), but the crash handlers are the child's alone.
+    import faulthandler
+    watched = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT,
+               signal.SIGUSR2)
+    enabled = faulthandler.is_enabled()
+    before = {signum: c_level_handler(signum) for signum in watched}
+    for method in ('fork', 'forkserver'):
+        context = new_context(start_method=method)
+        assert context.load_module('isofix_basic').add(1, 2) == 3
+    assert faulthandler.is_enabled() == enabled
+    assert {signum: c_level_handler(signum) for signum in watched} == before
