@@ -56,18 +56,29 @@ py::object makeException(py::handle cls, py::handle args) {
 }
 
 BuiltinTable::BuiltinTable() {
-  py::dict namespace_ = py::module_::import("builtins").attr("__dict__");
-  for (auto item : namespace_) {
-    if (!PyType_Check(item.second.ptr())) continue;
-    std::string name = py::str(item.first);
+  // Read without writing to anything shared: every endpoint of a forked child builds one, and a
+  // reference count written is a page copied. Static types (all of the interpreter's own
+  // classes) live as long as the process and are held by pointer; anything else by reference.
+  PyObject* builtins = PyImport_AddModule("builtins");  // borrowed
+  PyObject* namespace_ = builtins != nullptr ? PyModule_GetDict(builtins) : nullptr;
+  if (namespace_ == nullptr) throw py::error_already_set();
+  Py_ssize_t position = 0;
+  PyObject* key;
+  PyObject* value;
+  while (PyDict_Next(namespace_, &position, &key, &value)) {
+    if (!PyType_Check(value) || !PyUnicode_Check(key) || !PyUnicode_IS_ASCII(key)) continue;
+    std::string name(static_cast<const char*>(PyUnicode_DATA(key)),
+                     size_t(PyUnicode_GET_LENGTH(key)));
     if (name.empty() || name[0] == '_') continue;
-    names_.emplace(item.second.ptr(), name);
-    objects_.emplace(name, py::reinterpret_borrow<py::object>(item.second));
+    bool isStatic = !(reinterpret_cast<PyTypeObject*>(value)->tp_flags & Py_TPFLAGS_HEAPTYPE);
+    names_.emplace(value, name);
+    objects_.emplace(name, isStatic ? Entry{value, py::object()}
+                                    : Entry{value, py::reinterpret_borrow<py::object>(value)});
   }
   for (auto [name, object] : {std::pair<const char*, PyObject*>{"NotImplemented", Py_NotImplemented},
                               {"Ellipsis", Py_Ellipsis}}) {
     names_.emplace(object, name);
-    objects_.emplace(name, py::reinterpret_borrow<py::object>(object));
+    objects_.emplace(name, Entry{object, py::object()});  // singletons of the interpreter
   }
 }
 
@@ -79,7 +90,7 @@ const std::string* BuiltinTable::nameOf(py::handle object) const {
 py::handle BuiltinTable::lookup(const std::string& name) const {
   auto found = objects_.find(name);
   KJ_REQUIRE(found != objects_.end(), "peer named an unknown builtin", name);
-  return found->second;
+  return found->second.object;
 }
 
 void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) {

@@ -60,8 +60,12 @@ class BuiltinTable {
   py::handle lookup(const std::string& name) const;
 
  private:
+  struct Entry {
+    PyObject* object;  // borrowed when `owner` is empty (static types, singletons)
+    py::object owner;  // the reference that keeps a heap type alive, or empty
+  };
   std::unordered_map<PyObject*, std::string> names_;
-  std::unordered_map<std::string, py::object> objects_;
+  std::unordered_map<std::string, Entry> objects_;
 };
 
 // An instance of exception class `cls` with `args`, even when the class's constructor wants

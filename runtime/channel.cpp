@@ -46,9 +46,11 @@ constexpr kj::byte kFdsByte = 1;
 constexpr std::chrono::nanoseconds kMaxSpin = std::chrono::microseconds(50);
 constexpr std::chrono::nanoseconds kMinSpin = std::chrono::microseconds(2);
 // A gap this long between two looks at the clock while polling means this thread lost its CPU
-// meanwhile: the machine has more runnable work than CPUs, and a poller that keeps its CPU
-// keeps the peer from one. Polling then stops for kContendedWaits waits.
-constexpr std::chrono::nanoseconds kPreemptionGap = std::chrono::microseconds(20);
+// to another task meanwhile (interrupts and a hypervisor's hiccups take tens of microseconds; a
+// scheduler slice is milliseconds): the machine has more runnable work than CPUs, and a poller
+// that keeps its CPU keeps others, the peer among them, from one. Polling then stops for
+// kContendedWaits waits.
+constexpr std::chrono::nanoseconds kPreemptionGap = std::chrono::microseconds(200);
 constexpr int kContendedWaits = 200;
 // Polling only pays while the peer runs. A running peer takes what we wrote within a
 // microsecond or so; one that has not after this long is asleep or waiting for a CPU (on a
@@ -103,13 +105,33 @@ size_t sendSome(int socket, const std::vector<boost::asio::const_buffer>& batch,
   return size_t(n);
 }
 
+// A growable byte array whose bytes start out uninitialized (std::vector would zero them).
+class ReadBuffer {
+ public:
+  explicit ReadBuffer(size_t size) : bytes_(new kj::byte[size]), size_(size) {}
+  kj::byte* data() { return bytes_.get(); }
+  size_t size() const { return size_; }
+  // Grows to `size` bytes, keeping the first `keep`.
+  void grow(size_t size, size_t keep) {
+    std::unique_ptr<kj::byte[]> bigger(new kj::byte[size]);
+    memcpy(bigger.get(), bytes_.get(), keep);
+    bytes_ = std::move(bigger);
+    size_ = size;
+  }
+
+ private:
+  std::unique_ptr<kj::byte[]> bytes_;
+  size_t size_;
+};
+
 }  // namespace
 
 struct Channel::Impl {
   boost::asio::io_context io;
   boost::asio::local::stream_protocol::socket socket{io};
-  // Received bytes not yet returned as frames: [begin, end) of buffer.
-  std::vector<kj::byte> buffer = std::vector<kj::byte>(kReadChunk);
+  // Received bytes not yet returned as frames: [begin, end) of buffer. Not zeroed: a forked
+  // child's every written page is a copy-on-write fault, so only what is received is touched.
+  ReadBuffer buffer{kReadChunk};
   size_t begin = 0;
   size_t end = 0;
   std::function<void()> waitHook;
@@ -223,7 +245,7 @@ struct Channel::Impl {
       memmove(buffer.data(), buffer.data() + begin, buffered());
       end -= begin;
       begin = 0;
-      if (buffer.size() - end < kReadChunk / 4) buffer.resize(buffer.size() * 2);
+      if (buffer.size() - end < kReadChunk / 4) buffer.grow(buffer.size() * 2, end);
     }
   }
 
@@ -318,6 +340,10 @@ struct Channel::Impl {
       --contendedWaits;
       return false;
     }
+    // Two processes on one CPU would only take it from each other.
+    int cpu = ::sched_getcpu();
+    rings->publishCpu(cpu);
+    if (cpu >= 0 && rings->peerCpu() == cpu) return false;
     auto start = std::chrono::steady_clock::now();
     auto last = start;
     for (unsigned i = 1;; ++i) {
@@ -332,6 +358,7 @@ struct Channel::Impl {
       last = now;
       auto spent = now - start;
       if (spent >= spinBudget) return false;
+      if (rings->peerCpu() == cpu) return false;
       if (spent >= kPeerLifeGrace && !wokePeer && rings->outgoingUnread() > 0) return false;
     }
   }

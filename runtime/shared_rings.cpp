@@ -34,6 +34,7 @@ struct Header {
 struct alignas(kCacheLine) SharedRings::Cursor {
   std::atomic<uint64_t> position;
   std::atomic<uint32_t> waiting;
+  std::atomic<uint32_t> cpu;  // reader cursors: the CPU the reader last waited on, plus one
 };
 
 struct SharedRings::Control {
@@ -235,6 +236,18 @@ bool SharedRings::peerNeedsWakeForSpace() {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   auto& flag = incoming().writer.waiting;
   return flag.load(std::memory_order_relaxed) != 0 && flag.exchange(0) != 0;
+}
+
+}  // namespace pi
+
+namespace pi {
+
+void SharedRings::publishCpu(int cpu) {
+  incoming().reader.cpu.store(uint32_t(cpu + 1), std::memory_order_relaxed);
+}
+
+int SharedRings::peerCpu() {
+  return int(outgoing().reader.cpu.load(std::memory_order_relaxed)) - 1;
 }
 
 }  // namespace pi

@@ -92,6 +92,12 @@ class SharedRings {
   bool peerNeedsWakeForData();   // after write(): the peer sleeps waiting for our bytes
   bool peerNeedsWakeForSpace();  // after read(): the peer sleeps waiting for room to write
 
+  // The CPU each side last waited on (a hint for whether polling can pay: two processes on
+  // one CPU only take the CPU from each other). publishCpu() says ours; peerCpu() is what the
+  // peer last said, or -1. A hostile peer can lie here; it only changes whether we poll.
+  void publishCpu(int cpu);
+  int peerCpu();
+
   struct Cursor;
   struct Control;
 
