@@ -340,16 +340,23 @@ struct Channel::Impl {
       --contendedWaits;
       return false;
     }
-    // Two processes on one CPU would only take it from each other.
+    // Two processes on one CPU would only take it from each other: then each look at the ring
+    // hands the CPU over (sched_yield) instead of pausing, so the peer runs at once. (Sleeping
+    // instead costs two scheduler wake-ups a round trip and, as a woken task lands on its
+    // waker's CPU, keeps the two together: 12-14 us a round trip against 1 us, measured with
+    // bench/cpp's channelRoundTrip; 21 us against 10 us a Python call beside a busy loop.)
     int cpu = ::sched_getcpu();
     rings->publishCpu(cpu);
-    if (cpu >= 0 && rings->peerCpu() == cpu) return false;
     auto start = std::chrono::steady_clock::now();
     auto last = start;
     for (unsigned i = 1;; ++i) {
       if (ready()) return true;
-      cpuRelax();
-      if ((i & 63) != 0) continue;
+      if (rings->peerCpu() == cpu) {
+        ::sched_yield();  // long enough to look at the clock after each
+      } else {
+        cpuRelax();
+        if ((i & 63) != 0) continue;
+      }
       auto now = std::chrono::steady_clock::now();
       if (now - last >= kPreemptionGap) {
         contendedWaits = kContendedWaits;
@@ -358,7 +365,6 @@ struct Channel::Impl {
       last = now;
       auto spent = now - start;
       if (spent >= spinBudget) return false;
-      if (rings->peerCpu() == cpu) return false;
       if (spent >= kPeerLifeGrace && !wokePeer && rings->outgoingUnread() > 0) return false;
     }
   }

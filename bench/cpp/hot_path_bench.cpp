@@ -1,14 +1,21 @@
 // Google Benchmark of the C++ pieces every proxied call goes through: building and framing a
-// request, reading a frame back, and the value codec. Run by `make bench`.
+// request, reading a frame back, the value codec, and a frame's round trip through a channel
+// (shared rings, or the socket alone) between two threads. Run by `make bench`.
 #include "protocol/framing.h"
 #include "protocol/isolation.capnp.h"
 #include "proxy/value_codec.h"
+#include "runtime/channel.h"
+#include "runtime/shared_rings.h"
 
 #include <benchmark/benchmark.h>
 #include <capnp/message.h>
 #include <pybind11/embed.h>
 
+#include <sys/socket.h>
+
 #include <cstring>
+#include <memory>
+#include <thread>
 
 namespace py = pybind11;
 
@@ -76,6 +83,43 @@ void peekHeader(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(pi::peekFrameSize(words.asBytes()));
 }
 
+// A small request frame sent by one thread and echoed by another: what a held call costs in
+// the channel alone (no Python), with the transport's waiting policy as a call meets it.
+void channelRoundTrip(benchmark::State& state, bool rings) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    state.SkipWithError("socketpair failed");
+    return;
+  }
+  pi::Channel parent{pi::UniqueFd(fds[0])};
+  auto child = std::make_unique<pi::Channel>(pi::UniqueFd(fds[1]));
+  if (rings) {
+    auto shared = pi::SharedRings::create();
+    pi::UniqueFd memfd = shared->takeFd();
+    parent.useRings(std::move(shared));
+    child->useRings(pi::SharedRings::attach(std::move(memfd), pi::RingSide::kChild));
+  }
+  capnp::MallocMessageBuilder message;
+  message.initRoot<pi::wire::Message>().initRequest().setCallId(1);
+  pi::OutgoingFrame frame(message);
+  std::thread echo([&] {
+    try {
+      for (;;) {
+        pi::IncomingFrame got = child->receive(pi::Deadline::after(10));
+        child->send(frame.pieces(), pi::Deadline::after(10));
+      }
+    } catch (kj::Exception&) {
+      // The parent shut down: done.
+    }
+  });
+  for (auto _ : state) {
+    parent.send(frame.pieces(), pi::Deadline::after(10));
+    benchmark::DoNotOptimize(parent.receive(pi::Deadline::after(10)).totalBytes());
+  }
+  parent.shutdown();
+  echo.join();
+}
+
 constexpr const char kNoArgs[] = "()";
 constexpr const char kOneInt[] = "(1,)";
 constexpr const char kMixed[] = "(1, 2.5, 'text', b'bytes', [1, 2, 3], {'k': None})";
@@ -92,6 +136,8 @@ BENCHMARK_CAPTURE(decodeRequest, one_int, kOneInt);
 BENCHMARK_CAPTURE(decodeRequest, small_mixed, kMixed);
 BENCHMARK_CAPTURE(decodeRequest, hundred_ints, kHundredInts);
 BENCHMARK(peekHeader);
+BENCHMARK_CAPTURE(channelRoundTrip, shared_rings, true)->UseRealTime();
+BENCHMARK_CAPTURE(channelRoundTrip, socket, false)->UseRealTime();
 
 int main(int argc, char** argv) {
   py::scoped_interpreter python;
