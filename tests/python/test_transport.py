@@ -83,3 +83,18 @@ def test_a_grandchild_has_no_copy_of_its_parents_rings(ctx):
     introspect = ctx.load_module('isofix_introspect')
     assert introspect.maps_rings()
     assert not introspect.grandchild_maps_rings()
+
+
+@both_transports
+def test_a_held_call_is_one_request_and_one_response_on_either_transport(ctx):
+    basic = ctx.load_module('isofix_basic')
+    add = basic.add
+    counts = ctx._connection.frame_counts
+    before = counts()
+    assert add(2, 3) == 5
+    after = counts()
+    sent = {kind: after['sent'][kind] - before['sent'][kind] for kind in after['sent']}
+    received = {kind: after['received'][kind] - before['received'][kind]
+                for kind in after['received']}
+    assert sent['request'] == 1 and received['response'] == 1
+    assert sum(sent.values()) == 1 and sum(received.values()) == 1
