@@ -29,6 +29,17 @@ struct Message {
   # receiver takes exactly this many from what arrived, in order, and closes any the message
   # does not use; `Buffer.fd` indexes them.
 
+  decodedFrames @7 :UInt32;
+  # How many of the receiver's frames the sender had completely decoded when it wrote this one,
+  # counting every frame from the first (setup or hello, releases and goodbye included), modulo
+  # 2^32: the largest n such that the sender had finished decoding each of the receiver's first n
+  # frames. A frame counts as decoded once its values are made (a request's arguments, before its
+  # op runs; a response's value), so a frame written while one of the receiver's frames was still
+  # being decoded (a `fetchBuffer`, or a callback that decoding a dict key ran) leaves that frame
+  # out. The receiver lets go of the spans (`Buffer.address`) it sent in its frames up to this
+  # count: the sender will read no more of them. A child that claims more frames than the parent
+  # sent breaks the protocol.
+
   union {
     request @0 :Request;
     # Ask the peer to do something with one of its objects. The peer answers with a `response`
@@ -134,7 +145,9 @@ enum Op {
                    # address a[0] (int) of size a[1] (int) again. The child answers with that
                    # buffer as a value (a memfd, or inline when small) and from then on sends no
                    # more addresses on this connection. The child keeps its spans pinned across
-                   # this request. The parent refuses it from a child.
+                   # this request (it is sent while the parent has not finished decoding the
+                   # frame, so it does not count that frame in `Message.decodedFrames`). The
+                   # parent refuses it from a child.
 }
 
 struct Response {
@@ -247,11 +260,10 @@ struct Buffer {
     # Sent only by the child, for values of at least kRemoteSpanThresholdBytes: the payload's
     # address in the child's own memory, where it stays. The parent copies `size` bytes from there
     # with process_vm_readv (one system call, straight into the new object), while it decodes this
-    # message: it decodes every message completely before it sends anything. So the child keeps
-    # the memory alive, in place and of that size until the next message from the parent arrives
-    # (other than a `fetchBuffer` request), and then lets it go. A child must not send a bytearray
-    # this way (another thread could resize it): a copy, a memfd, or memory it holds a buffer
-    # export on (a numpy array's pickle buffer).
+    # message. So the child keeps the memory alive, in place and of that size until the parent
+    # says it has decoded this frame (`Message.decodedFrames`), and then lets it go. A child must
+    # not send a bytearray this way (another thread could resize it): a copy, a memfd, or memory
+    # it holds a buffer export on (a numpy array's pickle buffer).
     #
     # The parent first checks that the first and the last byte are readable, then allocates. A
     # range the child does not have mapped readable, or only in part, is a protocol error. If the

@@ -68,9 +68,12 @@ bool isBytesLikeOf(py::handle value, bool bytes, uint64_t size) {
 bool BufferCodec::encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
                          Source source, wire::Value::Builder out) {
   if (size > kMaxBufferBytes) return false;  // inline, where the frame size limit refuses it
-  if (sendSpans_ && source != Source::kMutable && size >= kRemoteSpanThresholdBytes) {
+  if (sendSpans_ && source != Source::kMutable && size >= kRemoteSpanThresholdBytes &&
+      (pinnedBytes_ == 0 || pinnedBytes_ + size <= kMaxPinnedBytes)) {
     uint64_t address = reinterpret_cast<uintptr_t>(data);
-    pins_.push_back(Pin{py::reinterpret_borrow<py::object>(owner), address, size, kind, source});
+    pins_.push_back(Pin{py::reinterpret_borrow<py::object>(owner), address, size, kind, source,
+                        nextPinSequence_++, 0});
+    pinnedBytes_ += size;
     auto buffer = out.initBuffer();
     buffer.setKind(kind);
     buffer.setSize(size);
@@ -208,11 +211,42 @@ py::object BufferCodec::decodeSpan(wire::Buffer::Reader in, bool bytes) {
   return again;
 }
 
+template <typename Predicate>
+void BufferCodec::releaseWhere(Predicate drop) {
+  std::vector<Pin> released;
+  for (size_t i = 0; i < pins_.size();) {
+    if (drop(pins_[i])) {
+      pinnedBytes_ -= pins_[i].size;
+      released.push_back(std::move(pins_[i]));
+      pins_.erase(pins_.begin() + ptrdiff_t(i));
+    } else {
+      ++i;
+    }
+  }
+  // `released` goes here, once pins_ is consistent again.
+}
+
+void BufferCodec::sealPins(uint64_t mark, uint64_t frame) {
+  for (Pin& pin : pins_) {
+    if (pin.sequence >= mark && pin.frame == 0) pin.frame = frame;
+  }
+}
+
+void BufferCodec::dropUnsentPins(uint64_t mark) {
+  if (pins_.empty()) return;
+  releaseWhere([mark](const Pin& pin) { return pin.sequence >= mark && pin.frame == 0; });
+}
+
+void BufferCodec::releaseDecoded(uint64_t frames) {
+  if (pins_.empty()) return;
+  releaseWhere([frames](const Pin& pin) { return pin.frame != 0 && pin.frame <= frames; });
+}
+
 void BufferCodec::releasePins() {
   if (pins_.empty()) return;
-  // Dropping an owner may run code (a buffer's release hook) that sends: empty the list first.
   std::vector<Pin> released;
   released.swap(pins_);
+  pinnedBytes_ = 0;
 }
 
 void BufferCodec::encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out) {

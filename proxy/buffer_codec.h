@@ -22,9 +22,9 @@ class CodecPeer;
 //   - a span: the value stays where it is in the sender's memory and the receiver copies it with
 //     one process_vm_readv straight into the new object. Only the child sends spans (only the
 //     parent reads a peer's memory: a child never reads its parent, nor a grandchild its
-//     grandparent). The sender pins each span's owner until the next message from the peer
-//     arrives (releasePins): the receiver copies the spans of a message while it decodes it, and
-//     decodes a message completely before it sends anything. If the OS refuses the read (EPERM),
+//     grandparent). The sender pins each span's owner until the receiver says it has decoded the
+//     frame the span rode in (Message.decodedFrames: the endpoint seals each pin with its frame's
+//     number, sealPins(), and lets go with releaseDecoded()). If the OS refuses the read (EPERM),
 //     the receiver asks for the bytes again (Op fetchBuffer, encodePinned()) and gets a memfd,
 //     and the sender sends no more spans on this connection.
 //
@@ -44,6 +44,11 @@ class BufferCodec {
                  // GIL held, never pinned
   };
 
+  // The most bytes of spans this side keeps pinned for the peer at once, unless it pins a single
+  // span (which may be as large as kMaxBufferBytes). A well-behaved peer lets go of them within
+  // one message; this only bounds what a peer that never does can hold.
+  static constexpr uint64_t kMaxPinnedBytes = uint64_t{1} << 30;
+
   explicit BufferCodec(CodecPeer& peer) : peer_(peer) {}
   BufferCodec(const BufferCodec&) = delete;
   BufferCodec& operator=(const BufferCodec&) = delete;
@@ -55,10 +60,24 @@ class BufferCodec {
 
   // Writes the `size` bytes at `data` into `out` as a Buffer of `kind` when they are large enough
   // to travel out of band, and returns whether it did (false: the caller sends them inline).
-  // `owner` holds the bytes as `source` says; a span keeps a reference to it until
-  // releasePins(). Throws only what the peer's attachFd() throws.
+  // `owner` holds the bytes as `source` says; a span keeps a reference to it (a pin) until the
+  // peer has decoded the frame it rides in (sealPins, releaseDecoded), or releasePins(). While
+  // kMaxPinnedBytes are pinned already, a new value goes in a memfd instead: a peer that never
+  // says it has decoded anything cannot make this side keep every temporary it sent alive.
+  // Throws only what the peer's attachFd() throws.
   bool encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
               Source source, wire::Value::Builder out);
+
+  // Sender, pins and frames. The endpoint takes a mark before it encodes a message; the pins made
+  // since then that are not sealed yet belong to that message (a message encoded meanwhile, in a
+  // nested call, seals its own first). sealPins() gives them the number of the frame that
+  // carries them, once it is sent; dropUnsentPins() lets them go when the message never is.
+  uint64_t pinMark() const { return nextPinSequence_; }
+  void sealPins(uint64_t mark, uint64_t frame);
+  void dropUnsentPins(uint64_t mark);
+  // Lets go of the pins sealed with a frame number of at most `frames`: the peer has decoded
+  // those frames and reads no more of their spans.
+  void releaseDecoded(uint64_t frames);
 
   // Makes the bytes (kind bytes) or bytearray (kind bytearray) that `in` describes. Everything
   // the peer claims that can be checked is checked before anything is allocated: the size
@@ -75,8 +94,7 @@ class BufferCodec {
   // the connection for one even where it answers other malformed input with an error.
   bool sawBrokenBuffer() const { return broken_; }
 
-  // Sender: lets go of every span sent so far. The endpoint calls it when any message from the
-  // peer arrives, except a fetchBuffer request (which asks for one of them).
+  // Sender: lets go of every span, sent or not (the connection is closing).
   void releasePins();
 
   // Sender: answers fetchBuffer. Writes the pinned span at `address` of `size` bytes into `out`
@@ -85,8 +103,7 @@ class BufferCodec {
   void encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out);
 
   // While one is alive, decode() checks what it is sent but copies nothing and returns None:
-  // for an answer that is decoded only to be dropped (the late answer to an interrupted call),
-  // whose spans the sender may have let go already.
+  // for an answer that is decoded only to be dropped (the late answer to an interrupted call).
   class SkipContents {
    public:
     explicit SkipContents(BufferCodec& codec) : codec_(codec) { ++codec_.skipping_; }
@@ -99,6 +116,7 @@ class BufferCodec {
   };
 
   size_t pinCount() const { return pins_.size(); }
+  uint64_t pinnedBytes() const { return pinnedBytes_; }
 
  private:
   struct Pin {
@@ -107,7 +125,14 @@ class BufferCodec {
     uint64_t size;
     wire::Buffer::Kind kind;
     Source source;
+    uint64_t sequence;  // order of pinning, for pinMark()
+    uint64_t frame;     // the frame it rides in, once sent; 0 while its message is being encoded
   };
+
+  // Lets go of the pins `drop` selects. Dropping an owner may run code (a buffer's release hook)
+  // that sends, so the list is settled before any owner goes.
+  template <typename Predicate>
+  void releaseWhere(Predicate drop);
 
   bool encodeMemfd(const char* data, size_t size, wire::Buffer::Kind kind, Source source,
                    wire::Value::Builder out);
@@ -118,6 +143,8 @@ class BufferCodec {
   CodecPeer& peer_;
   bool sendSpans_ = false;
   std::vector<Pin> pins_;
+  uint64_t nextPinSequence_ = 1;
+  uint64_t pinnedBytes_ = 0;
   int skipping_ = 0;
   bool broken_ = false;
 };

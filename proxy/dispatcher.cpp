@@ -351,7 +351,8 @@ void Dispatcher::forget(uint64_t id) {
   pendingIterErrors_.erase(id);
 }
 
-DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
+DispatchResult Dispatcher::dispatch(wire::Request::Reader request,
+                                    const std::function<void()>& argumentsDecoded) {
   auto opNumber = size_t(request.getOp());
   if (opNumber >= sizeof(kHandlers) / sizeof(kHandlers[0])) {
     PyErr_Format(PyExc_NotImplementedError, "this side does not know request op %zu", opNumber);
@@ -385,6 +386,7 @@ DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
     auto key = kw.getName();
     call.kwargs[py::str(key.cStr(), key.size())] = codec_.decode(kw.getValue());
   }
+  if (argumentsDecoded) argumentsDecoded();
   return entry.handler(call);
 }
 

@@ -14,6 +14,7 @@
 #include <kj/debug.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -118,18 +119,40 @@ class Endpoint::IoLock {
   std::unique_lock<std::recursive_mutex> lock_;
 };
 
-class Endpoint::FdScope {
+class Endpoint::EncodingScope {
  public:
-  FdScope(Endpoint& endpoint, std::vector<UniqueFd>& fds) : endpoint_(endpoint) {
-    endpoint_.outgoingFds_.push_back(&fds);
+  explicit EncodingScope(Endpoint& endpoint)
+      : endpoint_(endpoint), pinMark_(endpoint.codec_.buffers().pinMark()) {
+    endpoint_.outgoingFds_.push_back(&fds_);
   }
-  ~FdScope() { endpoint_.outgoingFds_.pop_back(); }
-  FdScope(const FdScope&) = delete;
-  FdScope& operator=(const FdScope&) = delete;
+  ~EncodingScope() {
+    endpoint_.outgoingFds_.pop_back();
+    endpoint_.codec_.buffers().dropUnsentPins(pinMark_);  // none, once the message was sent
+  }
+  EncodingScope(const EncodingScope&) = delete;
+  EncodingScope& operator=(const EncodingScope&) = delete;
+
+  std::vector<UniqueFd>& fds() { return fds_; }
+  uint64_t pinMark() const { return pinMark_; }
 
  private:
   Endpoint& endpoint_;
+  std::vector<UniqueFd> fds_;
+  uint64_t pinMark_;
 };
+
+void Endpoint::ReceivedFrame::finishDecoding() {
+  if (number_ == 0) return;
+  auto& undecoded = endpoint_->undecoded_;
+  auto found = std::find(undecoded.begin(), undecoded.end(), number_);
+  if (found != undecoded.end()) undecoded.erase(found);
+  number_ = 0;
+}
+
+uint64_t Endpoint::decodedFrames() const {
+  if (undecoded_.empty()) return framesIn_;
+  return *std::min_element(undecoded_.begin(), undecoded_.end()) - 1;
+}
 
 int Endpoint::attachFd(UniqueFd fd) {
   if (outgoingFds_.empty() || outgoingFds_.back()->size() >= kMaxFrameFds) return -1;
@@ -155,8 +178,10 @@ PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, cha
 
 py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
   // We are in the middle of decoding one of the peer's messages, whose remaining fds the
-  // answer's must not replace. The wait has the deadline of the call whose answer we decode; a
-  // Ctrl-C during it cannot resume that decode, so it ends the connection (as a protocol error).
+  // answer's must not replace; that message stays undecoded (ReceivedFrame), so the peer keeps
+  // its spans pinned across this request. The wait has the deadline of the call whose answer we
+  // decode; a Ctrl-C during it cannot resume that decode, so it ends the connection (as a
+  // protocol error).
   std::vector<UniqueFd> decodingFds = std::move(incomingFds_);
   incomingFds_.clear();
   KJ_DEFER(incomingFds_ = std::move(decodingFds));
@@ -166,12 +191,23 @@ py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
   return request(wire::Op::FETCH_BUFFER, 0, "", CallArgs{args, 2, nullptr}, activeDeadline_);
 }
 
-void Endpoint::frameArrived(IncomingFrame& frame) {
-  BufferCodec& buffers = codec_.buffers();
-  if (buffers.pinCount() == 0) return;
+Endpoint::ReceivedFrame Endpoint::arrived(IncomingFrame frame) {
   auto message = frame.getRoot<wire::Message>();
-  if (message.isRequest() && message.getRequest().getOp() == wire::Op::FETCH_BUFFER) return;
-  buffers.releasePins();
+  countFrame(receivedFrames_, message.which());
+  incomingFds_ = channel_.takeFds(message.getFdCount());
+  // The peer's count of our frames, modulo 2^32, widened by how far it is behind our own count:
+  // an honest peer is a few frames behind at most, never ahead.
+  uint32_t behind = uint32_t(framesOut_) - message.getDecodedFrames();
+  bool ahead = behind >= (uint32_t{1} << 31) || behind > framesOut_;
+  // The child trusts the parent, and must: frames a child's own code wrote by hand count in the
+  // parent's numbers but not in ours (the hostile-child tests do this).
+  KJ_REQUIRE(!ahead || role_ == Role::kChild,
+             "peer says it decoded more frames than were sent to it", message.getDecodedFrames(),
+             framesOut_);
+  codec_.buffers().releaseDecoded(ahead ? framesOut_ : framesOut_ - behind);
+  uint64_t number = ++framesIn_;
+  undecoded_.push_back(number);
+  return ReceivedFrame(*this, std::move(frame), number);
 }
 
 Endpoint::Endpoint(UniqueFd socket, Role role)
@@ -273,12 +309,17 @@ void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
 }
 
 void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
-                           std::vector<UniqueFd>* fds) {
+                           EncodingScope* scope) {
   std::vector<int> rawFds;
-  if (fds != nullptr && !fds->empty()) {
-    message.getRoot<wire::Message>().setFdCount(uint16_t(fds->size()));
-    for (auto& fd : *fds) rawFds.push_back(fd.get());
+  if (scope != nullptr && !scope->fds().empty()) {
+    message.getRoot<wire::Message>().setFdCount(uint16_t(scope->fds().size()));
+    for (auto& fd : scope->fds()) rawFds.push_back(fd.get());
   }
+  uint32_t decoded = uint32_t(decodedFrames());  // modulo 2^32, as the schema says
+  message.getRoot<wire::Message>().setDecodedFrames(decoded);
+  // The spans this message carries stay pinned until the peer has decoded this frame.
+  uint64_t number = ++framesOut_;
+  if (scope != nullptr) codec_.buffers().sealPins(scope->pinMark(), number);
   kj::Vector<kj::ArrayPtr<const kj::byte>> pieces;
   OutgoingFrame frame(message);
   for (auto piece : frame.pieces()) pieces.add(piece);
@@ -293,7 +334,10 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
     countFrame(sentFrames_, wire::Message::RELEASE);
     auto releases = imports_.takeReleases();
     releaseMessage.emplace();
-    auto release = releaseMessage->initRoot<wire::Message>().initRelease();
+    auto root = releaseMessage->initRoot<wire::Message>();
+    root.setDecodedFrames(decoded);
+    ++framesOut_;
+    auto release = root.initRelease();
     auto ids = release.initIds(unsigned(releases.size()));
     auto counts = release.initCounts(unsigned(releases.size()));
     for (unsigned i = 0; i < releases.size(); ++i) {
@@ -320,9 +364,9 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
   }
 }
 
-IncomingFrame Endpoint::receive(Deadline deadline) {
+Endpoint::ReceivedFrame Endpoint::receive(Deadline deadline) {
   if (pendingFrame_) {
-    IncomingFrame frame = std::move(*pendingFrame_);
+    ReceivedFrame frame = std::move(*pendingFrame_);
     pendingFrame_.reset();
     return frame;  // its fds were taken when it was read ahead
   }
@@ -334,11 +378,7 @@ IncomingFrame Endpoint::receive(Deadline deadline) {
       py::gil_scoped_release nogil;
       frame.emplace(channel_.receive(deadline));
     }
-    auto message = frame->getRoot<wire::Message>();
-    countFrame(receivedFrames_, message.which());
-    incomingFds_ = channel_.takeFds(message.getFdCount());
-    frameArrived(*frame);
-    return std::move(*frame);
+    return arrived(std::move(*frame));
   } catch (kj::Exception& e) {
     auto loss = EndpointObserver::Loss::kDisconnected;
     if (e.getType() == kj::Exception::Type::OVERLOADED) {
@@ -357,8 +397,7 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
   ensureUsable();
   uint64_t callId = nextCallId_++;
   {
-    std::vector<UniqueFd> fds;
-    FdScope fdScope(*this, fds);
+    EncodingScope scope(*this);
     std::optional<capnp::MallocMessageBuilder> message;
     bool usingScratch = !scratchInUse_;
     if (usingScratch) {
@@ -386,7 +425,7 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
         codec_.encode(args.args[args.nargs + i], kwargs[unsigned(i)].initValue());
       }
     }
-    sendMessage(*message, deadline, &fds);
+    sendMessage(*message, deadline, &scope);
   }
   return awaitResponse(callId, deadline);
 }
@@ -399,7 +438,7 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
     // While an interrupted call's answer is still owed, the child must deliver it by the grace
     // deadline, or it is taken to be stuck and killed.
     Deadline wait = staleCalls_.empty() ? deadline : deadline.earliest(staleDeadline_);
-    std::optional<IncomingFrame> frame;
+    std::optional<ReceivedFrame> frame;
     try {
       frame.emplace(receive(wait));
     } catch (py::error_already_set&) {
@@ -415,7 +454,7 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
     py::object result;
     py::object error;
     try {
-      auto message = frame->getRoot<wire::Message>();
+      auto message = frame->message();
       switch (message.which()) {
         case wire::Message::RESPONSE: {
           auto response = message.getResponse();
@@ -424,8 +463,7 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
             KJ_REQUIRE(staleCalls_.erase(answered) == 1,
                        "peer answered a call that is not in flight", answered, callId);
             // The late answer to an interrupted call: decode (so its refs are counted and later
-            // released) and drop. Its spans are not read: the child let them go when our next
-            // request reached it, which may have been before this answer reached us.
+            // released) and drop. Its spans are not read: nothing wants their bytes.
             BufferCodec::SkipContents skip(codec_.buffers());
             if (response.isError()) {
               decodeError(codec_, response.getError());
@@ -439,10 +477,11 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
           } else {
             result = codec_.decode(response.getValue());
           }
+          frame->finishDecoding();
           break;
         }
         case wire::Message::REQUEST:
-          serveRequest(message.getRequest());
+          serveRequest(message.getRequest(), *frame);
           if (lostError_) std::rethrow_exception(lostError_);
           if (closed_) ensureUsable();
           continue;
@@ -476,13 +515,10 @@ void Endpoint::applyBufferedReleases() {
   // receive().
   try {
     while (!pendingFrame_ && !closed_ && channel_.hasBufferedFrame()) {
-      IncomingFrame frame = channel_.receive(Deadline::never());
-      auto message = frame.getRoot<wire::Message>();
-      countFrame(receivedFrames_, message.which());
-      incomingFds_ = channel_.takeFds(message.getFdCount());
-      frameArrived(frame);
+      ReceivedFrame frame = arrived(channel_.receive(Deadline::never()));
+      auto message = frame.message();
       if (!message.isRelease()) {
-        pendingFrame_.emplace(std::move(frame));
+        pendingFrame_.emplace(std::move(frame));  // still undecoded: its spans stay pinned
         return;
       }
       applyRelease(message.getRelease());
@@ -492,11 +528,10 @@ void Endpoint::applyBufferedReleases() {
   }
 }
 
-void Endpoint::serveRequest(wire::Request::Reader request) {
+void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame) {
   uint64_t callId = request.getCallId();
   wire::Op op = request.getOp();
-  std::vector<UniqueFd> fds;
-  FdScope fdScope(*this, fds);
+  EncodingScope scope(*this);
   capnp::MallocMessageBuilder reply;
   auto response = reply.initRoot<wire::Message>().initResponse();
   response.setCallId(callId);
@@ -514,7 +549,7 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
   // release that the write puts ahead of the response naming the same object.
   DispatchResult result;
   try {
-    result = dispatcher_.dispatch(request);
+    result = dispatcher_.dispatch(request, [&frame] { frame.finishDecoding(); });
     if (result.pickled) {
       py::tuple parts = py::reinterpret_borrow<py::tuple>(result.value);
       std::string_view bytes = py::bytes(parts[0]);
@@ -540,13 +575,16 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
       codec_.encode(result.value, response.initValue());
     }
   } catch (py::error_already_set& error) {
+    frame.finishDecoding();
     if (role_ == Role::kChild && error.matches(PyExc_SystemExit)) exitForSystemExit(error);
     encodeCurrentError(error);
   } catch (py::builtin_exception& error) {
+    frame.finishDecoding();
     error.set_error();
     py::error_already_set converted;
     encodeCurrentError(converted);
   } catch (kj::Exception& error) {
+    frame.finishDecoding();
     if (codec_.buffers().sawBrokenBuffer()) {
       // The request carried a buffer that does not check out (memory the peer does not have,
       // an fd that is no sealed memfd, a size over the limit), or the peer ended while its
@@ -561,7 +599,7 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
     py::error_already_set converted;
     encodeCurrentError(converted);
   }
-  sendMessage(reply, Deadline::never(), &fds);
+  sendMessage(reply, Deadline::never(), &scope);
 }
 
 void Endpoint::applyRelease(wire::Release::Reader release) {
@@ -613,8 +651,8 @@ void Endpoint::exitForSystemExit(const py::error_already_set& error) {
 void Endpoint::serve() {
   {
     // The parent's setup comes first: it says how frames travel from here on.
-    IncomingFrame frame = receive(Deadline::never());
-    auto message = frame.getRoot<wire::Message>();
+    ReceivedFrame frame = receive(Deadline::never());
+    auto message = frame.message();
     KJ_REQUIRE(message.isSetup(), "the parent's first message is not setup");
     if (message.getSetup().getSharedRings()) {
       KJ_REQUIRE(incomingFds_.size() == 1, "setup names shared rings but carries no memfd");
@@ -632,11 +670,11 @@ void Endpoint::serve() {
   for (;;) {
     // A SIGINT meant for a call that has already finished must not hit the next one.
     if (PyErr_CheckSignals() != 0) PyErr_Clear();
-    IncomingFrame frame = receive(Deadline::never());
-    auto message = frame.getRoot<wire::Message>();
+    ReceivedFrame frame = receive(Deadline::never());
+    auto message = frame.message();
     switch (message.which()) {
       case wire::Message::REQUEST:
-        serveRequest(message.getRequest());
+        serveRequest(message.getRequest(), frame);
         break;
       case wire::Message::RELEASE:
         applyRelease(message.getRelease());
@@ -664,14 +702,14 @@ void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
     }
     capnp::MallocMessageBuilder message;
     message.initRoot<wire::Message>().initSetup().setSharedRings(rings != nullptr);
-    std::vector<UniqueFd> fds;
-    if (rings) fds.push_back(rings->takeFd());
-    sendMessage(message, deadline, &fds);
+    EncodingScope scope(*this);
+    if (rings) scope.fds().push_back(rings->takeFd());
+    sendMessage(message, deadline, &scope);
     if (rings) channel_.useRings(std::move(rings));
   }
-  IncomingFrame frame = receive(deadline);
+  ReceivedFrame frame = receive(deadline);
   try {
-    auto message = frame.getRoot<wire::Message>();
+    auto message = frame.message();
     KJ_REQUIRE(message.isHello(), "child's first message is not hello");
   } catch (kj::Exception& e) {
     fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
@@ -683,7 +721,10 @@ void Endpoint::sendGoodbye() {
   try {
     IoLock lock(*this);
     capnp::MallocMessageBuilder message;
-    message.initRoot<wire::Message>().setGoodbye();
+    auto root = message.initRoot<wire::Message>();
+    root.setDecodedFrames(uint32_t(decodedFrames()));
+    root.setGoodbye();
+    ++framesOut_;
     OutgoingFrame frame(message);
     countFrame(sentFrames_, wire::Message::GOODBYE);
     channel_.send(frame.pieces(), Deadline::after(1.0));

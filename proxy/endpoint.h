@@ -147,20 +147,51 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
  private:
   class IoLock;
 
+  // One frame from the peer, with its number (the peer's frames count from 1, in the order they
+  // arrive). Until finishDecoding() or its end, the frame counts as not yet decoded: the frames
+  // this side sends meanwhile leave it out of Message.decodedFrames, so the peer keeps the spans
+  // it carries pinned. Call finishDecoding() as soon as the frame's values are made (before a
+  // request's op runs: a callback that op makes lets the peer go of them).
+  class ReceivedFrame {
+   public:
+    ReceivedFrame(Endpoint& endpoint, IncomingFrame frame, uint64_t number)
+        : endpoint_(&endpoint), frame_(std::move(frame)), number_(number) {}
+    ReceivedFrame(ReceivedFrame&& other) noexcept
+        : endpoint_(other.endpoint_), frame_(std::move(other.frame_)), number_(other.number_) {
+      other.number_ = 0;
+    }
+    ReceivedFrame& operator=(ReceivedFrame&&) = delete;
+    ~ReceivedFrame() { finishDecoding(); }
+
+    wire::Message::Reader message() { return frame_.getRoot<wire::Message>(); }
+    void finishDecoding();
+
+   private:
+    Endpoint* endpoint_;
+    IncomingFrame frame_;
+    uint64_t number_;  // 0 once decoded
+  };
+
+  // The fds and the pins of one message being encoded (innermost last). While alive, attachFd()
+  // adds to its fds, and the spans encoded are pinned for the frame sendMessage() sends with it;
+  // pins of a message that was never sent are let go when it ends.
+  class EncodingScope;
+
   py::object awaitResponse(uint64_t callId, Deadline deadline);
-  void serveRequest(wire::Request::Reader request);
+  void serveRequest(wire::Request::Reader request, ReceivedFrame& frame);
   void applyRelease(wire::Release::Reader release);
   void applyBufferedReleases();
-  // Sends `message` (with the fds its encoding attached, when `fds` is given) and any pending
-  // releases.
+  // Sends `message` (with the fds and pins of `scope`, when given) and any pending releases.
   void sendMessage(capnp::MessageBuilder& message, Deadline deadline,
-                   std::vector<UniqueFd>* fds = nullptr);
-  // While alive, attachFd() adds to `fds`: the fds of the message being encoded.
-  class FdScope;
-  IncomingFrame receive(Deadline deadline);
-  // A frame from the peer was read: the peer is done with the spans we sent before it, unless it
-  // asks for one of them again.
-  void frameArrived(IncomingFrame& frame);
+                   EncodingScope* scope = nullptr);
+  ReceivedFrame receive(Deadline deadline);
+  // Numbers a frame just taken from the channel, takes its fds, and lets go of the spans the
+  // peer says it has decoded (Message.decodedFrames). Throws kj FAILED for a parent's child that
+  // claims more frames than were sent to it.
+  ReceivedFrame arrived(IncomingFrame frame);
+  // Message.decodedFrames for a frame sent now: the peer's frames up to the first one still
+  // being decoded (or read ahead).
+  uint64_t decodedFrames() const;
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
   py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
@@ -186,10 +217,15 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // them by.
   std::unordered_set<uint64_t> staleCalls_;
   // A frame read ahead (while looking for releases) that the next receive() returns.
-  std::optional<IncomingFrame> pendingFrame_;
+  std::optional<ReceivedFrame> pendingFrame_;
   // The fds of the message being encoded (innermost encoding last), and of the one decoded.
   std::vector<std::vector<UniqueFd>*> outgoingFds_;
   std::vector<UniqueFd> incomingFds_;
+  // Frames sent and received so far, and the numbers of received frames not yet decoded (a
+  // handful at most: nested decodes, a frame read ahead). See Message.decodedFrames.
+  uint64_t framesOut_ = 0;
+  uint64_t framesIn_ = 0;
+  std::vector<uint64_t> undecoded_;
   // Parent side: the child's memory, for the spans it sends. Unusable in the child.
   PeerMemory peerMemory_;
   // The deadline of the call being waited for, for requests made while decoding its answer

@@ -1,7 +1,8 @@
 """Large values crossing both ways: out of band in sealed memfds, or (child to parent) copied
 straight from the child's memory. Content survives, the child keeps what it sent until the parent
-has copied it and then lets go, a child lying about its memory is a protocol error, and a child
-whose memory the parent may not read still gets its values across."""
+has decoded it (even when decoding it calls back) and then lets go, a child lying about its memory
+or about what it decoded is a protocol error, and a child whose memory the parent may not read
+still gets its values across."""
 
 import hashlib
 import random
@@ -122,6 +123,16 @@ def test_the_child_lets_go_of_a_sent_array_once_the_parent_moves_on(bulk):
     assert not bulk.tracked_alive()  # neither the export nor the span's pin holds it now
 
 
+def test_spans_stay_pinned_while_decoding_their_message_calls_back(bulk):
+    # Each key is a child object: the parent hashes its proxy (a request to the child) while it
+    # is still decoding the answer, before it has read the spans of the later values. The child
+    # must keep them all until the parent says it has decoded the whole answer. (64 MiB: each
+    # value is a mapping of its own, unmapped as soon as it is let go.)
+    keyed = bulk.fresh_keyed(64 * MIB, 3)
+    assert sorted((key.n, value == pattern(64 * MIB, key.n)) for key, value in keyed.items()) == [
+        (0, True), (1, True), (2, True)]
+
+
 # A child that lies about its memory. Requests written by hand (the `capnp` tool encodes them)
 # carry a span; the runtime's own answer carries one in the last test.
 
@@ -182,6 +193,14 @@ def test_a_span_longer_than_the_childs_memory_is_a_protocol_error(ctx, liar, raw
     address, size = liar.guarded_region(64 * KIB)
     frame = span_request(address, size + 1)
     assert_killed_for_lying(ctx, lambda: raw.exchange(frame), 'ends outside')
+
+
+@pytest.mark.parametrize('claimed', [4_000_000_000, (1 << 32) - 1])
+def test_a_child_that_claims_to_have_decoded_frames_never_sent_breaks_the_protocol(ctx, raw,
+                                                                                  claimed):
+    # Far ahead, and (modulo 2^32) just behind zero: either would let go of spans early.
+    frame = encode(f'(decodedFrames = {claimed}, request = (callId = 77, op = repr, target = 0))')
+    assert_killed_for_lying(ctx, lambda: raw.exchange(frame), 'decoded more frames')
 
 
 def test_a_span_with_unreadable_pages_inside_is_a_protocol_error(ctx, liar):
