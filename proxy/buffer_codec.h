@@ -1,4 +1,4 @@
-// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of child memory).
+// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of sender memory).
 #pragma once
 
 #include "protocol/isolation.capnp.h"
@@ -18,14 +18,14 @@ class CodecPeer;
 // Sends and receives the payload of large bytes-like values beside the frame rather than in it.
 // Two ways (see Buffer in protocol/isolation.capnp):
 //   - a memfd the sender writes once and seals; the receiver maps it and copies it once. Either
-//     direction; the only way from the parent to the child.
+//     direction.
 //   - a span: the value stays where it is in the sender's memory and the receiver copies it with
-//     one process_vm_readv straight into the new object. Only the child sends spans (only the
-//     parent reads a peer's memory: a child never reads its parent, nor a grandchild its
-//     grandparent). The sender pins each span's owner until the receiver says it has decoded the
-//     frame the span rode in (Message.decodedFrames: the endpoint seals each pin with its frame's
-//     number, sealPins(), and lets go with releaseDecoded()). If the OS refuses the read (EPERM),
-//     the receiver asks for the bytes again (Op fetchBuffer, encodePinned()) and gets a memfd,
+//     one process_vm_readv straight into the new object. The child sends spans to the parent
+//     always; the parent sends them to a child that said it can read the parent's memory
+//     (Hello.readsParentMemory). The sender pins each span's owner until the receiver says it has
+//     decoded the frame the span rode in (Message.decodedFrames: the endpoint seals each pin with
+//     its frame's number, sealPins(), and lets go with releaseDecoded()). If the receiver cannot
+//     read a span, it asks for the bytes again (Op fetchBuffer, encodePinned()) and gets a memfd,
 //     and the sender sends no more spans on this connection.
 //
 // One per ValueCodec. Requires the GIL, except where a method says it releases it.
@@ -54,7 +54,8 @@ class BufferCodec {
   BufferCodec& operator=(const BufferCodec&) = delete;
 
   // Sender: whether large kImmutable and kExported values go as spans. The child's endpoint turns
-  // it on; encodePinned() turns it off for good (the peer cannot read this process's memory).
+  // it on, and the parent's when the child said it can read the parent; encodePinned() turns it
+  // off for good (the peer cannot read this process's memory).
   void setSendSpans(bool enabled) { sendSpans_ = enabled; }
   bool sendsSpans() const { return sendSpans_; }
 
@@ -97,10 +98,11 @@ class BufferCodec {
   // Sender: lets go of every span, sent or not (the connection is closing).
   void releasePins();
 
-  // Sender: answers fetchBuffer. Writes the pinned span at `address` of `size` bytes into `out`
-  // again, in a memfd (inline when small), keeping its kind, and sends no more spans. Throws kj
-  // FAILED when no such span is pinned.
-  void encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out);
+  // Sender: answers fetchBuffer. Writes the pinned span at exactly `address` and `size` into
+  // `out` again, in a memfd (inline when small), keeping its kind, sends no more spans, and
+  // returns true. Returns false, writing nothing, when no such span is pinned: the only memory
+  // this reads is that of a span it sent and still holds, whatever the peer asks.
+  bool encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out);
 
   // While one is alive, decode() checks what it is sent but copies nothing and returns None:
   // for an answer that is decoded only to be dropped (the late answer to an interrupted call).
@@ -117,6 +119,9 @@ class BufferCodec {
 
   size_t pinCount() const { return pins_.size(); }
   uint64_t pinnedBytes() const { return pinnedBytes_; }
+  // How many values went out of band so far, as spans and in memfds. For tests and diagnostics.
+  uint64_t spansSent() const { return spansSent_; }
+  uint64_t memfdsSent() const { return memfdsSent_; }
 
  private:
   struct Pin {
@@ -145,6 +150,8 @@ class BufferCodec {
   std::vector<Pin> pins_;
   uint64_t nextPinSequence_ = 1;
   uint64_t pinnedBytes_ = 0;
+  uint64_t spansSent_ = 0;
+  uint64_t memfdsSent_ = 0;
   int skipping_ = 0;
   bool broken_ = false;
 };

@@ -30,9 +30,9 @@ struct DispatchResult {
 //
 // In the parent (Role::kParent) the peer is an untrusted child, so the dispatcher refuses what
 // would let it reach beyond the objects the parent handed it: `import`, `callByName` and
-// `byvalue` (and `fetchBuffer`, which only the parent asks), and attribute access to names
-// starting with an underscore (which would lead to `__globals__`, `__code__`, `__subclasses__`
-// and from there to everything).
+// `byvalue`, and attribute access to names starting with an underscore (which would lead to
+// `__globals__`, `__code__`, `__subclasses__` and from there to everything). `fetchBuffer` it
+// passes on to the endpoint, which answers it only for a span the parent sent and still holds.
 class Dispatcher {
  public:
   Dispatcher(ValueCodec& codec, ExportTable& exports, Role role)

@@ -12,9 +12,11 @@
 
 #include <capnp/message.h>
 #include <kj/debug.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <optional>
 
@@ -170,10 +172,40 @@ void Endpoint::setPeerPid(pid_t pid) { peerMemory_ = PeerMemory(pid); }
 
 PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, char* into) {
   // Runs without the GIL when `into` is set: nothing Python here.
+  if (role_ == Role::kChild) {
+    // The parent is trusted and keeps the span pinned until we have decoded its frame, so a read
+    // that fails means something changed under us (the parent made itself non-dumpable, a
+    // security module stepped in) or never worked: whatever the cause, ask for the bytes again
+    // (fetchBuffer) rather than lose them. Only the parent's end is final.
+    if (!peerMemory_.usable()) return PeerMemory::Access::kRefused;
+    try {
+      return into == nullptr ? peerMemory_.probe(address, size)
+                             : peerMemory_.read(address, into, size_t(size));
+    } catch (kj::Exception& e) {
+      if (e.getType() == kj::Exception::Type::DISCONNECTED) throw;
+      return PeerMemory::Access::kRefused;
+    }
+  }
   KJ_REQUIRE(peerMemory_.usable(), "peer sent a buffer in its own memory, which this side does "
              "not read", address, size);
   return into == nullptr ? peerMemory_.probe(address, size)
                          : peerMemory_.read(address, into, size_t(size));
+}
+
+bool Endpoint::probeParent(pid_t pid, uint64_t address, uint64_t token) {
+  if (pid <= 0 || address == 0) return false;
+  try {
+    // The pidfd is taken before the read: if `pid` was someone else's by now, the token is not
+    // there, and if the parent ends later, every read sees it (PeerMemory::checkAlive).
+    PeerMemory parent(pid);
+    uint64_t seen = 0;
+    if (parent.read(address, &seen, sizeof(seen)) != PeerMemory::Access::kDone) return false;
+    if (seen != token) return false;
+    peerMemory_ = std::move(parent);
+    return true;
+  } catch (kj::Exception&) {
+    return false;  // not mapped (a stale address), the parent gone: no spans from the parent
+  }
 }
 
 py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
@@ -218,7 +250,8 @@ Endpoint::Endpoint(UniqueFd socket, Role role)
       dispatcher_(codec_, exports_, role),
       scratch_(kj::heapArray<capnp::word>(kScratchWords)) {
   memset(scratch_.begin(), 0, scratch_.asBytes().size());
-  // The child leaves large values in its memory for the parent to copy (Buffer.address).
+  // The child leaves large values in its memory for the parent to copy (Buffer.address); the
+  // parent does too once the child said it can read them (awaitHello).
   if (role_ == Role::kChild) codec_.buffers().setSendSpans(true);
   if (role_ == Role::kParent) {
     // Run Python signal handlers (Ctrl-C) while waiting for the child.
@@ -568,9 +601,18 @@ void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame)
                                list[i + 1]);
       }
     } else if (result.refetch) {
+      // Only a span this side sent and still holds, exactly as sent: whatever a child asks, the
+      // parent reads no other memory of its own for it.
       py::tuple span = py::reinterpret_borrow<py::tuple>(result.value);
-      codec_.buffers().encodePinned(span[0].cast<uint64_t>(), span[1].cast<uint64_t>(),
-                                    response.initValue());
+      if (!codec_.buffers().encodePinned(span[0].cast<uint64_t>(), span[1].cast<uint64_t>(),
+                                         response.initValue())) {
+        PyErr_SetString(PyExc_PermissionError,
+                        role_ == Role::kParent
+                            ? "an isolated child may not ask the parent for memory it did not "
+                              "send the child"
+                            : "the parent asked again for a buffer this child is not holding");
+        throw py::error_already_set();
+      }
     } else {
       codec_.encode(result.value, response.initValue());
     }
@@ -649,22 +691,28 @@ void Endpoint::exitForSystemExit(const py::error_already_set& error) {
 }
 
 void Endpoint::serve() {
+  bool readsParent = false;
   {
-    // The parent's setup comes first: it says how frames travel from here on.
+    // The parent's setup comes first: it says how frames travel from here on, and whether (and
+    // where) we may read the parent's memory.
     ReceivedFrame frame = receive(Deadline::never());
     auto message = frame.message();
     KJ_REQUIRE(message.isSetup(), "the parent's first message is not setup");
-    if (message.getSetup().getSharedRings()) {
+    auto setup = message.getSetup();
+    if (setup.getSharedRings()) {
       KJ_REQUIRE(incomingFds_.size() == 1, "setup names shared rings but carries no memfd");
       channel_.useRings(SharedRings::attach(std::move(incomingFds_[0]), RingSide::kChild));
     }
     incomingFds_.clear();
+    readsParent = probeParent(pid_t(setup.getParentPid()), setup.getProbeAddress(),
+                              setup.getProbeToken());
   }
   {
     capnp::MallocMessageBuilder message;
     auto hello = message.initRoot<wire::Message>().initHello();
     hello.setPid(::getpid());
     hello.setPythonVersion(Py_GetVersion());
+    hello.setReadsParentMemory(readsParent);
     sendMessage(message, Deadline::never());
   }
   for (;;) {
@@ -688,7 +736,7 @@ void Endpoint::serve() {
   }
 }
 
-void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
+void Endpoint::awaitHello(Deadline deadline, bool sharedRings, bool parentSpans) {
   IoLock lock(*this);
   {
     std::unique_ptr<SharedRings> rings;
@@ -701,7 +749,21 @@ void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
       }
     }
     capnp::MallocMessageBuilder message;
-    message.initRoot<wire::Message>().initSetup().setSharedRings(rings != nullptr);
+    auto setup = message.initRoot<wire::Message>().initSetup();
+    setup.setSharedRings(rings != nullptr);
+    if (parentSpans) {
+      // Where the child can find a token only this connection knows (Setup.probeAddress): it
+      // reads it to learn whether it may read us, and that the pid is ours.
+      if (::getrandom(&probeToken_, sizeof(probeToken_), GRND_NONBLOCK) !=
+          ssize_t(sizeof(probeToken_))) {
+        // No entropy yet (early boot): unique enough to tell this process from another.
+        probeToken_ = (uint64_t(::getpid()) << 32) ^ uint64_t(reinterpret_cast<uintptr_t>(this)) ^
+                      uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+      }
+      setup.setParentPid(int32_t(::getpid()));
+      setup.setProbeAddress(uint64_t(reinterpret_cast<uintptr_t>(&probeToken_)));
+      setup.setProbeToken(probeToken_);
+    }
     EncodingScope scope(*this);
     if (rings) scope.fds().push_back(rings->takeFd());
     sendMessage(message, deadline, &scope);
@@ -711,6 +773,11 @@ void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
   try {
     auto message = frame.message();
     KJ_REQUIRE(message.isHello(), "child's first message is not hello");
+    // Spans of our memory only to a child that was offered it and says it read the probe. (A
+    // child that lies hurts only itself: it cannot read them.)
+    if (parentSpans && message.getHello().getReadsParentMemory()) {
+      codec_.buffers().setSendSpans(true);
+    }
   } catch (kj::Exception& e) {
     fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
   }

@@ -81,14 +81,28 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   py::object request(wire::Op op, uint64_t target, std::string_view name, CallArgs args,
                      Deadline deadline);
 
-  // Child side: sends hello, then serves until the parent says goodbye or goes away.
+  // Child side: reads the parent's setup (and, when it offers the parent's memory, probes that
+  // this process may read it), sends hello, then serves until the parent says goodbye or goes
+  // away.
   void serve();
   // Parent side: sends the setup (with the shared rings when `sharedRings` is true and the
   // kernel gives us a memfd; see Setup in the schema), then waits for the child's hello. Throws
   // like request().
-  void awaitHello(Deadline deadline, bool sharedRings = true);
+  // `parentSpans`: offer the child this process's memory (Setup.parentPid), so that large bytes
+  // sent to it go as spans it copies itself, once it has said it can (Hello.readsParentMemory).
+  // Offering it shows the child where things are in this process (an ASLR leak), and a child
+  // that can read it can read all of it (docs/protocol.md): a context that confines an untrusted
+  // child must pass false.
+  void awaitHello(Deadline deadline, bool sharedRings = true, bool parentSpans = true);
   // True when frames travel through shared memory rather than the socket.
   bool usesSharedRings() const { return channel_.usesRings(); }
+  // Whether large values this side sends go as spans of its own memory (Buffer.address), how
+  // many such spans it holds pinned for the peer right now, and how many values it has sent out
+  // of band each way. For tests and diagnostics.
+  bool sendsSpans() { return codec_.buffers().sendsSpans(); }
+  size_t pinnedSpans() { return codec_.buffers().pinCount(); }
+  uint64_t spansSent() { return codec_.buffers().spansSent(); }
+  uint64_t memfdsSent() { return codec_.buffers().memfdsSent(); }
   // Parent side: asks the child to exit. Best effort; never throws.
   void sendGoodbye();
 
@@ -192,6 +206,9 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // Message.decodedFrames for a frame sent now: the peer's frames up to the first one still
   // being decoded (or read ahead).
   uint64_t decodedFrames() const;
+  // Child side: whether the parent's memory can be read at `address` (Setup.probeAddress) and
+  // holds `token`; when it can, spans from the parent are read from `pid` from now on.
+  bool probeParent(pid_t pid, uint64_t address, uint64_t token);
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
   py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
@@ -226,8 +243,12 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   uint64_t framesOut_ = 0;
   uint64_t framesIn_ = 0;
   std::vector<uint64_t> undecoded_;
-  // Parent side: the child's memory, for the spans it sends. Unusable in the child.
+  // The peer's memory, for the spans it sends: in the parent the child's (always), in the child
+  // the parent's (when the parent offered it and the probe read it). Unusable otherwise.
   PeerMemory peerMemory_;
+  // Parent side: 8 bytes the child's probe must find at their address (Setup.probeToken). Lives
+  // as long as the endpoint, at a fixed address.
+  uint64_t probeToken_ = 0;
   // The deadline of the call being waited for, for requests made while decoding its answer
   // (fetchBuffer).
   Deadline activeDeadline_;
