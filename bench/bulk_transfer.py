@@ -10,11 +10,15 @@ Floors (C copies through numpy and ctypes, no Python per byte):
     memcpy fresh        into a new numpy buffer (numpy asks for huge pages), i.e. warm + faults
     vm_readv warm/fresh process_vm_readv of the child's bytes into either: the one copy a
                         transfer from the child makes, and what the page faults add to it
+    child vm_readv ...  timed in the child: process_vm_readv of the bytes the parent sends (in
+                        the parent's own allocator: 4 KiB pages unless THP is 'always') into
+                        either: the one copy a transfer to the child makes
 
 `fresh - warm` is the page-fault cost of filling memory the process has not touched yet, which
-every transfer into a new object pays. The child imports this file as a module (for the
-functions below the floors use); run it with the interpreter where process_isolation is
-installed. Nothing else imports it.
+every transfer into a new object pays. After the table, the child's minor page faults per
+transfer to it (getrusage), to say how much of what is left is faults. The child imports this
+file as a module (for the functions below the floors use); run it with the interpreter where
+process_isolation is installed. Nothing else imports it.
 """
 
 import argparse
@@ -53,6 +57,32 @@ def bytes_address(n):
 def take(x):
     """Receive ``x``; its length."""
     return len(x)
+
+
+def minor_faults():
+    """This process's minor page faults so far."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+_warm = {}
+
+
+def read_parent(pid, address, n, fresh):
+    """Seconds one process_vm_readv of ``n`` bytes at ``address`` in process ``pid`` takes here,
+    into a buffer already touched (``fresh`` false) or a new one (numpy advises huge pages for
+    it, as the runtime does for a new bytes object)."""
+    import numpy
+    libc = ctypes.CDLL(None, use_errno=True)
+    if fresh:
+        into = numpy.empty(n, numpy.uint8)
+    else:
+        into = _warm.get(n)
+        if into is None:
+            into = _warm[n] = numpy.ones(n, numpy.uint8)
+    start = time.perf_counter()
+    _vm_readv(libc, pid, address, into, n)
+    return time.perf_counter() - start
 
 
 # In the parent.
@@ -103,10 +133,41 @@ def cases(ctx, sizes):
     for n in sorted(set(sizes + [MIB, big])):
         made.append((f'bytes child->parent {label(n)}', n, lambda n=n: mod.make_bytes(n)))
     made.append((f'numpy child->parent {label(big)}', big, lambda: array_to_parent(big)))
-    for n in sorted(set([MIB, big])):
-        data = b'y' * n
+    sent = {n: b'y' * n for n in sorted(set([MIB, big]))}
+    try:
+        for n, data in sent.items():
+            source = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+            mod.read_parent(os.getpid(), source, n, False)
+            for fresh in (False, True):
+                made.append((f'child vm_readv {"fresh" if fresh else "warm"} {label(n)}', n,
+                             lambda n=n, source=source, fresh=fresh: Timed(
+                                 mod.read_parent(os.getpid(), source, n, fresh))))
+    except OSError as error:
+        print(f'(no child vm_readv rows: the child may not read us: {error})', file=sys.stderr)
+    for n, data in sent.items():
         made.append((f'bytes parent->child {label(n)}', n, lambda data=data: mod.take(data)))
     return made
+
+
+class Timed:
+    """What a case returns when it timed itself (somewhere else than here): its seconds."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+
+def child_faults(ctx, made, times=5):
+    """{case: the child's minor page faults per transfer} for the cases that move data to it."""
+    mod = ctx.load_module('bulk_transfer')
+    faults = {}
+    for name, _, run in made:
+        if 'parent->child' not in name:
+            continue
+        before = mod.minor_faults()
+        for _ in range(times):
+            run()
+        faults[name] = (mod.minor_faults() - before) / times
+    return faults
 
 
 def label(n):
@@ -137,11 +198,13 @@ def main():
             for name, _, run in made:
                 start = time.perf_counter()
                 result = run()
-                samples[name].append(time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                samples[name].append(result.seconds if isinstance(result, Timed) else elapsed)
                 del result
+        faults = child_faults(ctx, made)
     medians = {name: statistics.median(times) * 1e3 for name, times in samples.items()}
     if args.json:
-        print(json.dumps(medians))
+        print(json.dumps({'medians': medians, 'child_faults': faults}))
         return
     floor = {n: medians[f'memcpy warm {label(n)}'] for _, n, _ in made
              if f'memcpy warm {label(n)}' in medians}
@@ -150,6 +213,8 @@ def main():
         ms = medians[name]
         share = floor[n] / ms if n in floor else float('nan')
         print(f'{name:32} {ms:10.3f} {n / (1 << 30) / (ms / 1e3):7.2f} {share:15.0%}')
+    for name, count in faults.items():
+        print(f'{name}: {count:.0f} minor faults in the child per transfer')
 
 
 if __name__ == '__main__':

@@ -29,6 +29,17 @@ struct Message {
   # receiver takes exactly this many from what arrived, in order, and closes any the message
   # does not use; `Buffer.fd` indexes them.
 
+  decodedFrames @7 :UInt32;
+  # How many of the receiver's frames the sender had completely decoded when it wrote this one,
+  # counting every frame from the first (setup or hello, releases and goodbye included), modulo
+  # 2^32: the largest n such that the sender had finished decoding each of the receiver's first n
+  # frames. A frame counts as decoded once its values are made (a request's arguments, before its
+  # op runs; a response's value), so a frame written while one of the receiver's frames was still
+  # being decoded (a `fetchBuffer`, or a callback that decoding a dict key ran) leaves that frame
+  # out. The receiver lets go of the spans (`Buffer.address`) it sent in its frames up to this
+  # count: the sender will read no more of them. A child that claims more frames than the parent
+  # sent breaks the protocol.
+
   union {
     request @0 :Request;
     # Ask the peer to do something with one of its objects. The peer answers with a `response`
@@ -64,6 +75,23 @@ struct Setup {
   # rings right after this frame: the parent after writing it, the child after reading it. From
   # then on the socket carries only wake-up bytes and fd carriers. When false, everything stays
   # on the socket.
+
+  parentPid @1 :Int32;
+  # The parent's process id (its getpid()), offered so the child can copy large values the
+  # parent leaves in its own memory (`Buffer.address`) with process_vm_readv. Children of every
+  # start method (fork, forkserver, spawn) share the parent's pid namespace, so this names the
+  # parent there. 0: the parent sends no spans on this connection (it was told not to, as a
+  # sandboxed context must: see docs/protocol.md), and the other probe fields are 0 too, so the
+  # child learns nothing of the parent's memory layout.
+
+  probeAddress @2 :UInt64;
+  # Where, in the parent's memory, 8 bytes holding `probeToken` stay for the life of the
+  # connection. The child reads them once, before `hello`, with one process_vm_readv of
+  # `parentPid`: that the read works and finds the token tells it both that the OS lets it read
+  # the parent and that `parentPid` names the parent.
+
+  probeToken @3 :UInt64;
+  # A random value, made for this connection, that the child must find at `probeAddress`.
 }
 
 struct Hello {
@@ -73,6 +101,13 @@ struct Hello {
 
   pythonVersion @1 :Text;
   # `sys.version` in the child. Informational only.
+
+  readsParentMemory @2 :Bool;
+  # True when the setup offered the parent's memory (`Setup.parentPid` non-zero) and the child's
+  # probe read `probeToken` there. Only then does the parent send spans (`Buffer.address`) of its
+  # own memory to this child. False when it was not offered or the OS refused the read (EPERM:
+  # the parent is not dumpable, the child lacks the right to read it, a Yama ptrace scope
+  # above 0); the parent then sends large values in memfds, as before.
 }
 
 struct Request {
@@ -129,12 +164,16 @@ enum Op {
   callByName @23;  # resolve name "module:qualname" in the receiver, call it with (*a, **k)
   format @24;      # format(t, a[0]) -> str
   iterBatch @25;   # next(t) up to a[0] times -> list; shorter than asked only at the end
-  fetchBuffer @26; # sent only by the parent, while it decodes a message of the child's that
-                   # holds a `Buffer.address` it could not read (EPERM): asks for the payload at
-                   # address a[0] (int) of size a[1] (int) again. The child answers with that
-                   # buffer as a value (a memfd, or inline when small) and from then on sends no
-                   # more addresses on this connection. The child keeps its spans pinned across
-                   # this request. The parent refuses it from a child.
+  fetchBuffer @26; # sent while the sender decodes a message of the receiver's that holds a
+                   # `Buffer.address` it could not read (the parent reading the child: EPERM; the
+                   # child reading the parent: any failure, EPERM or EFAULT): asks for the payload
+                   # at address a[0] (int) of size a[1] (int) again. The receiver answers with
+                   # that buffer as a value (a memfd, or inline when small) and from then on sends
+                   # no more addresses on this connection. It answers only for a span it sent and
+                   # still holds (one of a frame the asker has not yet counted in
+                   # `Message.decodedFrames`, which this request does not count): exactly that
+                   # address and size, or a PermissionError. So a child can get from the parent
+                   # only bytes the parent sent it.
 }
 
 struct Response {
@@ -219,7 +258,7 @@ struct Value {
                               # an instance of a builtin exception class, by value (class and
                               # args; its traceback and chained exceptions stay behind)
     buffer @20 :Buffer;       # a large bytes or bytearray (or a byvalue pickle buffer), out of
-                              # band: in a sealed memfd, or left in the child's memory
+                              # band: in a sealed memfd, or left in the sender's memory
   }
 }
 
@@ -241,24 +280,31 @@ struct Buffer {
     # Index into the frame's file descriptors: a memfd the sender wrote once and sealed against
     # shrinking, growing and writing. The receiver refuses an fd that is not a plain memfd (tmpfs)
     # with those seals, exactly `size` long and with no holes (so mapping it can neither fault
-    # nor allocate), then maps it and copies it. Either direction; the only way from the parent.
+    # nor allocate), then maps it and copies it. Either direction, for values of at least
+    # kBufferThresholdBytes that do not go as spans (bytearrays; everything when the receiver
+    # cannot read the sender's memory).
 
     address @3 :UInt64;
-    # Sent only by the child, for values of at least kRemoteSpanThresholdBytes: the payload's
-    # address in the child's own memory, where it stays. The parent copies `size` bytes from there
-    # with process_vm_readv (one system call, straight into the new object), while it decodes this
-    # message: it decodes every message completely before it sends anything. So the child keeps
-    # the memory alive, in place and of that size until the next message from the parent arrives
-    # (other than a `fetchBuffer` request), and then lets it go. A child must not send a bytearray
-    # this way (another thread could resize it): a copy, a memfd, or memory it holds a buffer
-    # export on (a numpy array's pickle buffer).
+    # A span: the payload's address in the sender's own memory, where it stays, for values of at
+    # least kRemoteSpanThresholdBytes. The receiver copies `size` bytes from there with
+    # process_vm_readv (one system call, straight into the new object) while it decodes this
+    # message. The sender keeps the memory alive, in place and of that size until the receiver
+    # says it has decoded this frame (`Message.decodedFrames`), and then lets it go. A bytearray
+    # never goes this way (another thread could resize it): a copy, a memfd, or memory the sender
+    # holds a buffer export on (a numpy array's pickle buffer).
     #
-    # The parent first checks that the first and the last byte are readable, then allocates. A
-    # range the child does not have mapped readable, or only in part, is a protocol error. If the
-    # operating system does not let the parent read the child at all (EPERM: the child made
-    # itself non-dumpable, a security module, another user), the parent asks for the bytes again
-    # with `fetchBuffer` and the child answers with a memfd. The parent never sends an address,
-    # and a child never reads its parent's memory; a child that gets one treats it as malformed.
+    # From the child: always (the parent knows its child's pid). The parent first checks that the
+    # first and the last byte are readable, then allocates. A range the child does not have
+    # mapped readable, or only in part, is a protocol error. If the operating system does not let
+    # the parent read the child at all (EPERM: the child made itself non-dumpable, a security
+    # module, another user), the parent asks for the bytes again with `fetchBuffer` and the
+    # child answers with a memfd.
+    #
+    # From the parent: only to a child that said `Hello.readsParentMemory`, and only `bytes`
+    # (the parent sends no byvalue buffers). The child copies from `Setup.parentPid`; if that
+    # read fails in any way it asks again with `fetchBuffer`. A child never sends the parent
+    # anything that makes the parent read or write its own memory on the child's behalf, beyond
+    # answering `fetchBuffer` for a span it sent.
   }
 }
 

@@ -1,4 +1,4 @@
-// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of child memory).
+// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of sender memory).
 #include "proxy/buffer_codec.h"
 
 #include "protocol/limits.h"
@@ -68,9 +68,13 @@ bool isBytesLikeOf(py::handle value, bool bytes, uint64_t size) {
 bool BufferCodec::encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
                          Source source, wire::Value::Builder out) {
   if (size > kMaxBufferBytes) return false;  // inline, where the frame size limit refuses it
-  if (sendSpans_ && source != Source::kMutable && size >= kRemoteSpanThresholdBytes) {
+  if (sendSpans_ && source != Source::kMutable && size >= kRemoteSpanThresholdBytes &&
+      (pinnedBytes_ == 0 || pinnedBytes_ + size <= kMaxPinnedBytes)) {
     uint64_t address = reinterpret_cast<uintptr_t>(data);
-    pins_.push_back(Pin{py::reinterpret_borrow<py::object>(owner), address, size, kind, source});
+    pins_.push_back(Pin{py::reinterpret_borrow<py::object>(owner), address, size, kind, source,
+                        nextPinSequence_++, 0});
+    pinnedBytes_ += size;
+    ++spansSent_;
     auto buffer = out.initBuffer();
     buffer.setKind(kind);
     buffer.setSize(size);
@@ -113,6 +117,7 @@ bool BufferCodec::encodeMemfd(const char* data, size_t size, wire::Buffer::Kind 
   buffer.setKind(kind);
   buffer.setSize(size);
   buffer.setFd(uint16_t(index));
+  ++memfdsSent_;
   return true;
 }
 
@@ -201,37 +206,69 @@ py::object BufferCodec::decodeSpan(wire::Buffer::Reader in, bool bytes) {
     }
     if (access == PeerMemory::Access::kDone) return result;
   }
-  // The OS does not let us read the peer (EPERM): ask it for the bytes again, in a memfd.
+  // We may not read the peer (kRefused: the OS said EPERM, or, reading a trusted parent, the read
+  // failed in any way): ask it for the bytes again, in a memfd.
   py::object again = peer_.refetchSpan(address, size);
   KJ_REQUIRE(isBytesLikeOf(again, bytes, size),
              "peer answered fetchBuffer with something other than the buffer asked for", size);
   return again;
 }
 
-void BufferCodec::releasePins() {
-  if (pins_.empty()) return;
-  // Dropping an owner may run code (a buffer's release hook) that sends: empty the list first.
+template <typename Predicate>
+void BufferCodec::releaseWhere(Predicate drop) {
   std::vector<Pin> released;
-  released.swap(pins_);
+  for (size_t i = 0; i < pins_.size();) {
+    if (drop(pins_[i])) {
+      pinnedBytes_ -= pins_[i].size;
+      released.push_back(std::move(pins_[i]));
+      pins_.erase(pins_.begin() + ptrdiff_t(i));
+    } else {
+      ++i;
+    }
+  }
+  // `released` goes here, once pins_ is consistent again.
 }
 
-void BufferCodec::encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out) {
+void BufferCodec::sealPins(uint64_t mark, uint64_t frame) {
+  for (Pin& pin : pins_) {
+    if (pin.sequence >= mark && pin.frame == 0) pin.frame = frame;
+  }
+}
+
+void BufferCodec::dropUnsentPins(uint64_t mark) {
+  if (pins_.empty()) return;
+  releaseWhere([mark](const Pin& pin) { return pin.sequence >= mark && pin.frame == 0; });
+}
+
+void BufferCodec::releaseDecoded(uint64_t frames) {
+  if (pins_.empty()) return;
+  releaseWhere([frames](const Pin& pin) { return pin.frame != 0 && pin.frame <= frames; });
+}
+
+void BufferCodec::releasePins() {
+  if (pins_.empty()) return;
+  std::vector<Pin> released;
+  released.swap(pins_);
+  pinnedBytes_ = 0;
+}
+
+bool BufferCodec::encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out) {
   const Pin* found = nullptr;
   for (const Pin& pin : pins_) {
     if (pin.address == address && pin.size == size) found = &pin;
   }
-  KJ_REQUIRE(found != nullptr, "peer asked again for a buffer this side is not holding", address,
-             size);
+  if (found == nullptr) return false;
   sendSpans_ = false;  // the peer cannot read this process's memory: no more spans
   Pin pin = *found;    // a copy, holding the owner while its bytes are written out
   const char* data = reinterpret_cast<const char*>(uintptr_t(pin.address));
-  if (encode(pin.owner, data, size_t(pin.size), pin.kind, pin.source, out)) return;
+  if (encode(pin.owner, data, size_t(pin.size), pin.kind, pin.source, out)) return true;
   auto bytes = kj::arrayPtr(reinterpret_cast<const kj::byte*>(data), size_t(pin.size));
   if (pin.kind == wire::Buffer::Kind::BYTES) {
     out.setBytes(bytes);
   } else {
     out.setBytearray(bytes);
   }
+  return true;
 }
 
 }  // namespace pi

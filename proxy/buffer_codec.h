@@ -1,4 +1,4 @@
-// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of child memory).
+// Value.buffer: large bytes-like values out of band (sealed memfds, or spans of sender memory).
 #pragma once
 
 #include "protocol/isolation.capnp.h"
@@ -18,14 +18,14 @@ class CodecPeer;
 // Sends and receives the payload of large bytes-like values beside the frame rather than in it.
 // Two ways (see Buffer in protocol/isolation.capnp):
 //   - a memfd the sender writes once and seals; the receiver maps it and copies it once. Either
-//     direction; the only way from the parent to the child.
+//     direction.
 //   - a span: the value stays where it is in the sender's memory and the receiver copies it with
-//     one process_vm_readv straight into the new object. Only the child sends spans (only the
-//     parent reads a peer's memory: a child never reads its parent, nor a grandchild its
-//     grandparent). The sender pins each span's owner until the next message from the peer
-//     arrives (releasePins): the receiver copies the spans of a message while it decodes it, and
-//     decodes a message completely before it sends anything. If the OS refuses the read (EPERM),
-//     the receiver asks for the bytes again (Op fetchBuffer, encodePinned()) and gets a memfd,
+//     one process_vm_readv straight into the new object. The child sends spans to the parent
+//     always; the parent sends them to a child that said it can read the parent's memory
+//     (Hello.readsParentMemory). The sender pins each span's owner until the receiver says it has
+//     decoded the frame the span rode in (Message.decodedFrames: the endpoint seals each pin with
+//     its frame's number, sealPins(), and lets go with releaseDecoded()). If the receiver cannot
+//     read a span, it asks for the bytes again (Op fetchBuffer, encodePinned()) and gets a memfd,
 //     and the sender sends no more spans on this connection.
 //
 // One per ValueCodec. Requires the GIL, except where a method says it releases it.
@@ -44,21 +44,41 @@ class BufferCodec {
                  // GIL held, never pinned
   };
 
+  // The most bytes of spans this side keeps pinned for the peer at once, unless it pins a single
+  // span (which may be as large as kMaxBufferBytes). A well-behaved peer lets go of them within
+  // one message; this only bounds what a peer that never does can hold.
+  static constexpr uint64_t kMaxPinnedBytes = uint64_t{1} << 30;
+
   explicit BufferCodec(CodecPeer& peer) : peer_(peer) {}
   BufferCodec(const BufferCodec&) = delete;
   BufferCodec& operator=(const BufferCodec&) = delete;
 
   // Sender: whether large kImmutable and kExported values go as spans. The child's endpoint turns
-  // it on; encodePinned() turns it off for good (the peer cannot read this process's memory).
+  // it on, and the parent's when the child said it can read the parent; encodePinned() turns it
+  // off for good (the peer cannot read this process's memory).
   void setSendSpans(bool enabled) { sendSpans_ = enabled; }
   bool sendsSpans() const { return sendSpans_; }
 
   // Writes the `size` bytes at `data` into `out` as a Buffer of `kind` when they are large enough
   // to travel out of band, and returns whether it did (false: the caller sends them inline).
-  // `owner` holds the bytes as `source` says; a span keeps a reference to it until
-  // releasePins(). Throws only what the peer's attachFd() throws.
+  // `owner` holds the bytes as `source` says; a span keeps a reference to it (a pin) until the
+  // peer has decoded the frame it rides in (sealPins, releaseDecoded), or releasePins(). While
+  // kMaxPinnedBytes are pinned already, a new value goes in a memfd instead: a peer that never
+  // says it has decoded anything cannot make this side keep every temporary it sent alive.
+  // Throws only what the peer's attachFd() throws.
   bool encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
               Source source, wire::Value::Builder out);
+
+  // Sender, pins and frames. The endpoint takes a mark before it encodes a message; the pins made
+  // since then that are not sealed yet belong to that message (a message encoded meanwhile, in a
+  // nested call, seals its own first). sealPins() gives them the number of the frame that
+  // carries them, once it is sent; dropUnsentPins() lets them go when the message never is.
+  uint64_t pinMark() const { return nextPinSequence_; }
+  void sealPins(uint64_t mark, uint64_t frame);
+  void dropUnsentPins(uint64_t mark);
+  // Lets go of the pins sealed with a frame number of at most `frames`: the peer has decoded
+  // those frames and reads no more of their spans.
+  void releaseDecoded(uint64_t frames);
 
   // Makes the bytes (kind bytes) or bytearray (kind bytearray) that `in` describes. Everything
   // the peer claims that can be checked is checked before anything is allocated: the size
@@ -75,18 +95,17 @@ class BufferCodec {
   // the connection for one even where it answers other malformed input with an error.
   bool sawBrokenBuffer() const { return broken_; }
 
-  // Sender: lets go of every span sent so far. The endpoint calls it when any message from the
-  // peer arrives, except a fetchBuffer request (which asks for one of them).
+  // Sender: lets go of every span, sent or not (the connection is closing).
   void releasePins();
 
-  // Sender: answers fetchBuffer. Writes the pinned span at `address` of `size` bytes into `out`
-  // again, in a memfd (inline when small), keeping its kind, and sends no more spans. Throws kj
-  // FAILED when no such span is pinned.
-  void encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out);
+  // Sender: answers fetchBuffer. Writes the pinned span at exactly `address` and `size` into
+  // `out` again, in a memfd (inline when small), keeping its kind, sends no more spans, and
+  // returns true. Returns false, writing nothing, when no such span is pinned: the only memory
+  // this reads is that of a span it sent and still holds, whatever the peer asks.
+  bool encodePinned(uint64_t address, uint64_t size, wire::Value::Builder out);
 
   // While one is alive, decode() checks what it is sent but copies nothing and returns None:
-  // for an answer that is decoded only to be dropped (the late answer to an interrupted call),
-  // whose spans the sender may have let go already.
+  // for an answer that is decoded only to be dropped (the late answer to an interrupted call).
   class SkipContents {
    public:
     explicit SkipContents(BufferCodec& codec) : codec_(codec) { ++codec_.skipping_; }
@@ -99,6 +118,10 @@ class BufferCodec {
   };
 
   size_t pinCount() const { return pins_.size(); }
+  uint64_t pinnedBytes() const { return pinnedBytes_; }
+  // How many values went out of band so far, as spans and in memfds. For tests and diagnostics.
+  uint64_t spansSent() const { return spansSent_; }
+  uint64_t memfdsSent() const { return memfdsSent_; }
 
  private:
   struct Pin {
@@ -107,7 +130,14 @@ class BufferCodec {
     uint64_t size;
     wire::Buffer::Kind kind;
     Source source;
+    uint64_t sequence;  // order of pinning, for pinMark()
+    uint64_t frame;     // the frame it rides in, once sent; 0 while its message is being encoded
   };
+
+  // Lets go of the pins `drop` selects. Dropping an owner may run code (a buffer's release hook)
+  // that sends, so the list is settled before any owner goes.
+  template <typename Predicate>
+  void releaseWhere(Predicate drop);
 
   bool encodeMemfd(const char* data, size_t size, wire::Buffer::Kind kind, Source source,
                    wire::Value::Builder out);
@@ -118,6 +148,10 @@ class BufferCodec {
   CodecPeer& peer_;
   bool sendSpans_ = false;
   std::vector<Pin> pins_;
+  uint64_t nextPinSequence_ = 1;
+  uint64_t pinnedBytes_ = 0;
+  uint64_t spansSent_ = 0;
+  uint64_t memfdsSent_ = 0;
   int skipping_ = 0;
   bool broken_ = false;
 };

@@ -64,7 +64,7 @@ std::unique_ptr<Connection> Connection::launch(
     const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd,
                                      int lifelineFd)>& makeChild,
     double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec,
-    bool withLifeline, bool sharedRings) {
+    bool withLifeline, bool sharedRings, bool parentSpans) {
   int sockets[2];
   KJ_SYSCALL(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets));
   UniqueFd parentSocket(sockets[0]);
@@ -96,7 +96,8 @@ std::unique_ptr<Connection> Connection::launch(
                      std::move(out.parentEnd), std::move(err.parentEnd)));
   connection->lifeline_ = std::move(lifelineWrite);
   try {
-    connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout), sharedRings);
+    connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout), sharedRings,
+                                     parentSpans);
   } catch (TerminationError& error) {
     error.setCall("its start-up");
     throw;
@@ -106,7 +107,8 @@ std::unique_ptr<Connection> Connection::launch(
 
 std::unique_ptr<Connection> Connection::start(py::object bootstrap, double startTimeout,
                                               const OutputSpec& stdoutSpec,
-                                              const OutputSpec& stderrSpec, bool sharedRings) {
+                                              const OutputSpec& stderrSpec, bool sharedRings,
+                                              bool parentSpans) {
   ChildServer server(std::move(bootstrap));
   prepareToFork();
   return launch(
@@ -121,12 +123,14 @@ std::unique_ptr<Connection> Connection::start(py::object bootstrap, double start
         setup.deathSignal = onMainThread();
         return ChildProcess::fork([&] { runChild(setup, server); });
       },
-      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/true, sharedRings);
+      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/true, sharedRings,
+      parentSpans);
 }
 
 std::unique_ptr<Connection> Connection::spawn(const std::vector<std::string>& argv,
                                               double startTimeout, const OutputSpec& stdoutSpec,
-                                              const OutputSpec& stderrSpec, bool sharedRings) {
+                                              const OutputSpec& stderrSpec, bool sharedRings,
+                                              bool parentSpans) {
   return launch(
       [&](int socketFd, int crashFd, int stdoutFd, int stderrFd, int lifelineFd) {
         std::vector<std::pair<int, int>> fds{{socketFd, kSpawnSocketFd},
@@ -137,7 +141,8 @@ std::unique_ptr<Connection> Connection::spawn(const std::vector<std::string>& ar
         py::gil_scoped_release nogil;
         return ChildProcess::spawn(argv, fds);
       },
-      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/true, sharedRings);
+      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/true, sharedRings,
+      parentSpans);
 }
 
 std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServerClient> server,
@@ -145,7 +150,7 @@ std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServer
                                                       double startTimeout,
                                                       const OutputSpec& stdoutSpec,
                                                       const OutputSpec& stderrSpec,
-                                                      bool sharedRings) {
+                                                      bool sharedRings, bool parentSpans) {
   // The fork server's children need no lifeline: their parent is the single-threaded server,
   // so PR_SET_PDEATHSIG is right for them, and the server has a lifeline of its own.
   return launch(
@@ -158,7 +163,8 @@ std::unique_ptr<Connection> Connection::viaForkServer(std::shared_ptr<ForkServer
         }
         return ChildProcess::adopt(pid, server);
       },
-      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/false, sharedRings);
+      startTimeout, stdoutSpec, stderrSpec, /*withLifeline=*/false, sharedRings,
+      parentSpans);
 }
 
 Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,

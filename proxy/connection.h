@@ -43,12 +43,15 @@ class Connection : public EndpointObserver {
   // up to `startTimeout` seconds for it to say hello. Throws TerminationError if it dies or
   // stalls on the way.
   // `sharedRings`: frames travel through shared memory rings (the socket stays the wake-up line
-  // and the death detector), or, when false, through the socket alone. The same for spawn() and
-  // viaForkServer().
+  // and the death detector), or, when false, through the socket alone. `parentSpans`: large
+  // bytes go to the child as spans of this process's memory, which the child copies itself, when
+  // it can (Endpoint::awaitHello); false keeps them in memfds and tells the child nothing of this
+  // process's memory. A context that confines an untrusted child must pass false. The same for
+  // spawn() and viaForkServer().
   static std::unique_ptr<Connection> start(py::object bootstrap, double startTimeout,
                                            const OutputSpec& stdoutSpec = {},
                                            const OutputSpec& stderrSpec = {},
-                                           bool sharedRings = true);
+                                           bool sharedRings = true, bool parentSpans = true);
 
   // Like start(), but the child is a fresh program: `argv` is run with posix_spawn and gets
   // its socket as fd kSpawnSocketFd, its crash pipe as kSpawnCrashFd, and its stdout/stderr
@@ -56,7 +59,7 @@ class Connection : public EndpointObserver {
   static std::unique_ptr<Connection> spawn(const std::vector<std::string>& argv,
                                            double startTimeout, const OutputSpec& stdoutSpec = {},
                                            const OutputSpec& stderrSpec = {},
-                                           bool sharedRings = true);
+                                           bool sharedRings = true, bool parentSpans = true);
 
   // Like start(), but `server` forks the child; `options` are handed to the server's child
   // main (process_isolation._spawn reads them).
@@ -65,7 +68,8 @@ class Connection : public EndpointObserver {
                                                    double startTimeout,
                                                    const OutputSpec& stdoutSpec = {},
                                                    const OutputSpec& stderrSpec = {},
-                                                   bool sharedRings = true);
+                                                   bool sharedRings = true,
+                                                   bool parentSpans = true);
   ~Connection() override;
 
   const std::shared_ptr<Endpoint>& endpoint() const { return endpoint_; }
@@ -94,7 +98,7 @@ class Connection : public EndpointObserver {
       const std::function<ChildProcess(int socketFd, int crashFd, int stdoutFd, int stderrFd,
                                        int lifelineFd)>& makeChild,
       double startTimeout, const OutputSpec& stdoutSpec, const OutputSpec& stderrSpec,
-      bool withLifeline, bool sharedRings);
+      bool withLifeline, bool sharedRings, bool parentSpans);
   std::string drainCrashPipe(Deadline deadline);
   void drainOutput();
   Termination finish(Termination termination, Deadline crashReportDeadline);

@@ -285,8 +285,8 @@ DispatchResult opByvalue(Call& call) {
 }
 
 DispatchResult opFetchBuffer(Call& call) {
-  if (call.role == Role::kParent) refuse("ask the parent for a buffer again");
-  // The payload itself is written by the endpoint, which holds the pinned spans.
+  // The payload itself is written by the endpoint, which holds the pinned spans and answers only
+  // for one of those (in the parent: only what the parent sent this child).
   uint64_t address = call.arg(0).cast<uint64_t>();
   uint64_t size = call.arg(1).cast<uint64_t>();
   return {py::make_tuple(address, size), false, true};
@@ -351,7 +351,8 @@ void Dispatcher::forget(uint64_t id) {
   pendingIterErrors_.erase(id);
 }
 
-DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
+DispatchResult Dispatcher::dispatch(wire::Request::Reader request,
+                                    const std::function<void()>& argumentsDecoded) {
   auto opNumber = size_t(request.getOp());
   if (opNumber >= sizeof(kHandlers) / sizeof(kHandlers[0])) {
     PyErr_Format(PyExc_NotImplementedError, "this side does not know request op %zu", opNumber);
@@ -385,6 +386,7 @@ DispatchResult Dispatcher::dispatch(wire::Request::Reader request) {
     auto key = kw.getName();
     call.kwargs[py::str(key.cStr(), key.size())] = codec_.decode(kw.getValue());
   }
+  if (argumentsDecoded) argumentsDecoded();
   return entry.handler(call);
 }
 

@@ -7,6 +7,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <functional>
 #include <unordered_map>
 
 namespace pi {
@@ -29,17 +30,20 @@ struct DispatchResult {
 //
 // In the parent (Role::kParent) the peer is an untrusted child, so the dispatcher refuses what
 // would let it reach beyond the objects the parent handed it: `import`, `callByName` and
-// `byvalue` (and `fetchBuffer`, which only the parent asks), and attribute access to names starting with an underscore (which would lead to
-// `__globals__`, `__code__`, `__subclasses__` and from there to everything).
+// `byvalue`, and attribute access to names starting with an underscore (which would lead to
+// `__globals__`, `__code__`, `__subclasses__` and from there to everything). `fetchBuffer` it
+// passes on to the endpoint, which answers it only for a span the parent sent and still holds.
 class Dispatcher {
  public:
   Dispatcher(ValueCodec& codec, ExportTable& exports, Role role)
       : codec_(codec), exports_(exports), role_(role) {}
 
-  // Decodes the request's target and arguments and runs its op. Throws py::error_already_set
-  // for an exception the op raised (to be sent back as an Error), and kj FAILED for a request
-  // that names an unknown id or breaks the protocol.
-  DispatchResult dispatch(wire::Request::Reader request);
+  // Decodes the request's target and arguments and runs its op. Calls `argumentsDecoded` (when
+  // set) once the arguments are made, before the op runs: from then on nothing of the request's
+  // frame is read. Throws py::error_already_set for an exception the op raised (to be sent back
+  // as an Error), and kj FAILED for a request that names an unknown id or breaks the protocol.
+  DispatchResult dispatch(wire::Request::Reader request,
+                          const std::function<void()>& argumentsDecoded = {});
 
   Role role() const { return role_; }
 

@@ -12,8 +12,11 @@
 
 #include <capnp/message.h>
 #include <kj/debug.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <optional>
 
@@ -118,18 +121,40 @@ class Endpoint::IoLock {
   std::unique_lock<std::recursive_mutex> lock_;
 };
 
-class Endpoint::FdScope {
+class Endpoint::EncodingScope {
  public:
-  FdScope(Endpoint& endpoint, std::vector<UniqueFd>& fds) : endpoint_(endpoint) {
-    endpoint_.outgoingFds_.push_back(&fds);
+  explicit EncodingScope(Endpoint& endpoint)
+      : endpoint_(endpoint), pinMark_(endpoint.codec_.buffers().pinMark()) {
+    endpoint_.outgoingFds_.push_back(&fds_);
   }
-  ~FdScope() { endpoint_.outgoingFds_.pop_back(); }
-  FdScope(const FdScope&) = delete;
-  FdScope& operator=(const FdScope&) = delete;
+  ~EncodingScope() {
+    endpoint_.outgoingFds_.pop_back();
+    endpoint_.codec_.buffers().dropUnsentPins(pinMark_);  // none, once the message was sent
+  }
+  EncodingScope(const EncodingScope&) = delete;
+  EncodingScope& operator=(const EncodingScope&) = delete;
+
+  std::vector<UniqueFd>& fds() { return fds_; }
+  uint64_t pinMark() const { return pinMark_; }
 
  private:
   Endpoint& endpoint_;
+  std::vector<UniqueFd> fds_;
+  uint64_t pinMark_;
 };
+
+void Endpoint::ReceivedFrame::finishDecoding() {
+  if (number_ == 0) return;
+  auto& undecoded = endpoint_->undecoded_;
+  auto found = std::find(undecoded.begin(), undecoded.end(), number_);
+  if (found != undecoded.end()) undecoded.erase(found);
+  number_ = 0;
+}
+
+uint64_t Endpoint::decodedFrames() const {
+  if (undecoded_.empty()) return framesIn_;
+  return *std::min_element(undecoded_.begin(), undecoded_.end()) - 1;
+}
 
 int Endpoint::attachFd(UniqueFd fd) {
   if (outgoingFds_.empty() || outgoingFds_.back()->size() >= kMaxFrameFds) return -1;
@@ -147,16 +172,48 @@ void Endpoint::setPeerPid(pid_t pid) { peerMemory_ = PeerMemory(pid); }
 
 PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, char* into) {
   // Runs without the GIL when `into` is set: nothing Python here.
+  if (role_ == Role::kChild) {
+    // The parent is trusted and keeps the span pinned until we have decoded its frame, so a read
+    // that fails means something changed under us (the parent made itself non-dumpable, a
+    // security module stepped in) or never worked: whatever the cause, ask for the bytes again
+    // (fetchBuffer) rather than lose them. Only the parent's end is final.
+    if (!peerMemory_.usable()) return PeerMemory::Access::kRefused;
+    try {
+      return into == nullptr ? peerMemory_.probe(address, size)
+                             : peerMemory_.read(address, into, size_t(size));
+    } catch (kj::Exception& e) {
+      if (e.getType() == kj::Exception::Type::DISCONNECTED) throw;
+      return PeerMemory::Access::kRefused;
+    }
+  }
   KJ_REQUIRE(peerMemory_.usable(), "peer sent a buffer in its own memory, which this side does "
              "not read", address, size);
   return into == nullptr ? peerMemory_.probe(address, size)
                          : peerMemory_.read(address, into, size_t(size));
 }
 
+bool Endpoint::probeParent(pid_t pid, uint64_t address, uint64_t token) {
+  if (pid <= 0 || address == 0) return false;
+  try {
+    // The pidfd is taken before the read: if `pid` was someone else's by now, the token is not
+    // there, and if the parent ends later, every read sees it (PeerMemory::checkAlive).
+    PeerMemory parent(pid);
+    uint64_t seen = 0;
+    if (parent.read(address, &seen, sizeof(seen)) != PeerMemory::Access::kDone) return false;
+    if (seen != token) return false;
+    peerMemory_ = std::move(parent);
+    return true;
+  } catch (kj::Exception&) {
+    return false;  // not mapped (a stale address), the parent gone: no spans from the parent
+  }
+}
+
 py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
   // We are in the middle of decoding one of the peer's messages, whose remaining fds the
-  // answer's must not replace. The wait has the deadline of the call whose answer we decode; a
-  // Ctrl-C during it cannot resume that decode, so it ends the connection (as a protocol error).
+  // answer's must not replace; that message stays undecoded (ReceivedFrame), so the peer keeps
+  // its spans pinned across this request. The wait has the deadline of the call whose answer we
+  // decode; a Ctrl-C during it cannot resume that decode, so it ends the connection (as a
+  // protocol error).
   std::vector<UniqueFd> decodingFds = std::move(incomingFds_);
   incomingFds_.clear();
   KJ_DEFER(incomingFds_ = std::move(decodingFds));
@@ -166,12 +223,23 @@ py::object Endpoint::refetchSpan(uint64_t address, uint64_t size) {
   return request(wire::Op::FETCH_BUFFER, 0, "", CallArgs{args, 2, nullptr}, activeDeadline_);
 }
 
-void Endpoint::frameArrived(IncomingFrame& frame) {
-  BufferCodec& buffers = codec_.buffers();
-  if (buffers.pinCount() == 0) return;
+Endpoint::ReceivedFrame Endpoint::arrived(IncomingFrame frame) {
   auto message = frame.getRoot<wire::Message>();
-  if (message.isRequest() && message.getRequest().getOp() == wire::Op::FETCH_BUFFER) return;
-  buffers.releasePins();
+  countFrame(receivedFrames_, message.which());
+  incomingFds_ = channel_.takeFds(message.getFdCount());
+  // The peer's count of our frames, modulo 2^32, widened by how far it is behind our own count:
+  // an honest peer is a few frames behind at most, never ahead.
+  uint32_t behind = uint32_t(framesOut_) - message.getDecodedFrames();
+  bool ahead = behind >= (uint32_t{1} << 31) || behind > framesOut_;
+  // The child trusts the parent, and must: frames a child's own code wrote by hand count in the
+  // parent's numbers but not in ours (the hostile-child tests do this).
+  KJ_REQUIRE(!ahead || role_ == Role::kChild,
+             "peer says it decoded more frames than were sent to it", message.getDecodedFrames(),
+             framesOut_);
+  codec_.buffers().releaseDecoded(ahead ? framesOut_ : framesOut_ - behind);
+  uint64_t number = ++framesIn_;
+  undecoded_.push_back(number);
+  return ReceivedFrame(*this, std::move(frame), number);
 }
 
 Endpoint::Endpoint(UniqueFd socket, Role role)
@@ -182,7 +250,8 @@ Endpoint::Endpoint(UniqueFd socket, Role role)
       dispatcher_(codec_, exports_, role),
       scratch_(kj::heapArray<capnp::word>(kScratchWords)) {
   memset(scratch_.begin(), 0, scratch_.asBytes().size());
-  // The child leaves large values in its memory for the parent to copy (Buffer.address).
+  // The child leaves large values in its memory for the parent to copy (Buffer.address); the
+  // parent does too once the child said it can read them (awaitHello).
   if (role_ == Role::kChild) codec_.buffers().setSendSpans(true);
   if (role_ == Role::kParent) {
     // Run Python signal handlers (Ctrl-C) while waiting for the child.
@@ -273,12 +342,17 @@ void Endpoint::proxyDropped(uint64_t id, PyObject* proxy) {
 }
 
 void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
-                           std::vector<UniqueFd>* fds) {
+                           EncodingScope* scope) {
   std::vector<int> rawFds;
-  if (fds != nullptr && !fds->empty()) {
-    message.getRoot<wire::Message>().setFdCount(uint16_t(fds->size()));
-    for (auto& fd : *fds) rawFds.push_back(fd.get());
+  if (scope != nullptr && !scope->fds().empty()) {
+    message.getRoot<wire::Message>().setFdCount(uint16_t(scope->fds().size()));
+    for (auto& fd : scope->fds()) rawFds.push_back(fd.get());
   }
+  uint32_t decoded = uint32_t(decodedFrames());  // modulo 2^32, as the schema says
+  message.getRoot<wire::Message>().setDecodedFrames(decoded);
+  // The spans this message carries stay pinned until the peer has decoded this frame.
+  uint64_t number = ++framesOut_;
+  if (scope != nullptr) codec_.buffers().sealPins(scope->pinMark(), number);
   kj::Vector<kj::ArrayPtr<const kj::byte>> pieces;
   OutgoingFrame frame(message);
   for (auto piece : frame.pieces()) pieces.add(piece);
@@ -293,7 +367,10 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
     countFrame(sentFrames_, wire::Message::RELEASE);
     auto releases = imports_.takeReleases();
     releaseMessage.emplace();
-    auto release = releaseMessage->initRoot<wire::Message>().initRelease();
+    auto root = releaseMessage->initRoot<wire::Message>();
+    root.setDecodedFrames(decoded);
+    ++framesOut_;
+    auto release = root.initRelease();
     auto ids = release.initIds(unsigned(releases.size()));
     auto counts = release.initCounts(unsigned(releases.size()));
     for (unsigned i = 0; i < releases.size(); ++i) {
@@ -320,9 +397,9 @@ void Endpoint::sendMessage(capnp::MessageBuilder& message, Deadline deadline,
   }
 }
 
-IncomingFrame Endpoint::receive(Deadline deadline) {
+Endpoint::ReceivedFrame Endpoint::receive(Deadline deadline) {
   if (pendingFrame_) {
-    IncomingFrame frame = std::move(*pendingFrame_);
+    ReceivedFrame frame = std::move(*pendingFrame_);
     pendingFrame_.reset();
     return frame;  // its fds were taken when it was read ahead
   }
@@ -334,11 +411,7 @@ IncomingFrame Endpoint::receive(Deadline deadline) {
       py::gil_scoped_release nogil;
       frame.emplace(channel_.receive(deadline));
     }
-    auto message = frame->getRoot<wire::Message>();
-    countFrame(receivedFrames_, message.which());
-    incomingFds_ = channel_.takeFds(message.getFdCount());
-    frameArrived(*frame);
-    return std::move(*frame);
+    return arrived(std::move(*frame));
   } catch (kj::Exception& e) {
     auto loss = EndpointObserver::Loss::kDisconnected;
     if (e.getType() == kj::Exception::Type::OVERLOADED) {
@@ -357,8 +430,7 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
   ensureUsable();
   uint64_t callId = nextCallId_++;
   {
-    std::vector<UniqueFd> fds;
-    FdScope fdScope(*this, fds);
+    EncodingScope scope(*this);
     std::optional<capnp::MallocMessageBuilder> message;
     bool usingScratch = !scratchInUse_;
     if (usingScratch) {
@@ -386,7 +458,7 @@ py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name
         codec_.encode(args.args[args.nargs + i], kwargs[unsigned(i)].initValue());
       }
     }
-    sendMessage(*message, deadline, &fds);
+    sendMessage(*message, deadline, &scope);
   }
   return awaitResponse(callId, deadline);
 }
@@ -399,7 +471,7 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
     // While an interrupted call's answer is still owed, the child must deliver it by the grace
     // deadline, or it is taken to be stuck and killed.
     Deadline wait = staleCalls_.empty() ? deadline : deadline.earliest(staleDeadline_);
-    std::optional<IncomingFrame> frame;
+    std::optional<ReceivedFrame> frame;
     try {
       frame.emplace(receive(wait));
     } catch (py::error_already_set&) {
@@ -415,7 +487,7 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
     py::object result;
     py::object error;
     try {
-      auto message = frame->getRoot<wire::Message>();
+      auto message = frame->message();
       switch (message.which()) {
         case wire::Message::RESPONSE: {
           auto response = message.getResponse();
@@ -424,8 +496,7 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
             KJ_REQUIRE(staleCalls_.erase(answered) == 1,
                        "peer answered a call that is not in flight", answered, callId);
             // The late answer to an interrupted call: decode (so its refs are counted and later
-            // released) and drop. Its spans are not read: the child let them go when our next
-            // request reached it, which may have been before this answer reached us.
+            // released) and drop. Its spans are not read: nothing wants their bytes.
             BufferCodec::SkipContents skip(codec_.buffers());
             if (response.isError()) {
               decodeError(codec_, response.getError());
@@ -439,10 +510,11 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
           } else {
             result = codec_.decode(response.getValue());
           }
+          frame->finishDecoding();
           break;
         }
         case wire::Message::REQUEST:
-          serveRequest(message.getRequest());
+          serveRequest(message.getRequest(), *frame);
           if (lostError_) std::rethrow_exception(lostError_);
           if (closed_) ensureUsable();
           continue;
@@ -476,13 +548,10 @@ void Endpoint::applyBufferedReleases() {
   // receive().
   try {
     while (!pendingFrame_ && !closed_ && channel_.hasBufferedFrame()) {
-      IncomingFrame frame = channel_.receive(Deadline::never());
-      auto message = frame.getRoot<wire::Message>();
-      countFrame(receivedFrames_, message.which());
-      incomingFds_ = channel_.takeFds(message.getFdCount());
-      frameArrived(frame);
+      ReceivedFrame frame = arrived(channel_.receive(Deadline::never()));
+      auto message = frame.message();
       if (!message.isRelease()) {
-        pendingFrame_.emplace(std::move(frame));
+        pendingFrame_.emplace(std::move(frame));  // still undecoded: its spans stay pinned
         return;
       }
       applyRelease(message.getRelease());
@@ -492,11 +561,10 @@ void Endpoint::applyBufferedReleases() {
   }
 }
 
-void Endpoint::serveRequest(wire::Request::Reader request) {
+void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame) {
   uint64_t callId = request.getCallId();
   wire::Op op = request.getOp();
-  std::vector<UniqueFd> fds;
-  FdScope fdScope(*this, fds);
+  EncodingScope scope(*this);
   capnp::MallocMessageBuilder reply;
   auto response = reply.initRoot<wire::Message>().initResponse();
   response.setCallId(callId);
@@ -514,7 +582,7 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
   // release that the write puts ahead of the response naming the same object.
   DispatchResult result;
   try {
-    result = dispatcher_.dispatch(request);
+    result = dispatcher_.dispatch(request, [&frame] { frame.finishDecoding(); });
     if (result.pickled) {
       py::tuple parts = py::reinterpret_borrow<py::tuple>(result.value);
       std::string_view bytes = py::bytes(parts[0]);
@@ -533,20 +601,32 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
                                list[i + 1]);
       }
     } else if (result.refetch) {
+      // Only a span this side sent and still holds, exactly as sent: whatever a child asks, the
+      // parent reads no other memory of its own for it.
       py::tuple span = py::reinterpret_borrow<py::tuple>(result.value);
-      codec_.buffers().encodePinned(span[0].cast<uint64_t>(), span[1].cast<uint64_t>(),
-                                    response.initValue());
+      if (!codec_.buffers().encodePinned(span[0].cast<uint64_t>(), span[1].cast<uint64_t>(),
+                                         response.initValue())) {
+        PyErr_SetString(PyExc_PermissionError,
+                        role_ == Role::kParent
+                            ? "an isolated child may not ask the parent for memory it did not "
+                              "send the child"
+                            : "the parent asked again for a buffer this child is not holding");
+        throw py::error_already_set();
+      }
     } else {
       codec_.encode(result.value, response.initValue());
     }
   } catch (py::error_already_set& error) {
+    frame.finishDecoding();
     if (role_ == Role::kChild && error.matches(PyExc_SystemExit)) exitForSystemExit(error);
     encodeCurrentError(error);
   } catch (py::builtin_exception& error) {
+    frame.finishDecoding();
     error.set_error();
     py::error_already_set converted;
     encodeCurrentError(converted);
   } catch (kj::Exception& error) {
+    frame.finishDecoding();
     if (codec_.buffers().sawBrokenBuffer()) {
       // The request carried a buffer that does not check out (memory the peer does not have,
       // an fd that is no sealed memfd, a size over the limit), or the peer ended while its
@@ -561,7 +641,7 @@ void Endpoint::serveRequest(wire::Request::Reader request) {
     py::error_already_set converted;
     encodeCurrentError(converted);
   }
-  sendMessage(reply, Deadline::never(), &fds);
+  sendMessage(reply, Deadline::never(), &scope);
 }
 
 void Endpoint::applyRelease(wire::Release::Reader release) {
@@ -611,32 +691,38 @@ void Endpoint::exitForSystemExit(const py::error_already_set& error) {
 }
 
 void Endpoint::serve() {
+  bool readsParent = false;
   {
-    // The parent's setup comes first: it says how frames travel from here on.
-    IncomingFrame frame = receive(Deadline::never());
-    auto message = frame.getRoot<wire::Message>();
+    // The parent's setup comes first: it says how frames travel from here on, and whether (and
+    // where) we may read the parent's memory.
+    ReceivedFrame frame = receive(Deadline::never());
+    auto message = frame.message();
     KJ_REQUIRE(message.isSetup(), "the parent's first message is not setup");
-    if (message.getSetup().getSharedRings()) {
+    auto setup = message.getSetup();
+    if (setup.getSharedRings()) {
       KJ_REQUIRE(incomingFds_.size() == 1, "setup names shared rings but carries no memfd");
       channel_.useRings(SharedRings::attach(std::move(incomingFds_[0]), RingSide::kChild));
     }
     incomingFds_.clear();
+    readsParent = probeParent(pid_t(setup.getParentPid()), setup.getProbeAddress(),
+                              setup.getProbeToken());
   }
   {
     capnp::MallocMessageBuilder message;
     auto hello = message.initRoot<wire::Message>().initHello();
     hello.setPid(::getpid());
     hello.setPythonVersion(Py_GetVersion());
+    hello.setReadsParentMemory(readsParent);
     sendMessage(message, Deadline::never());
   }
   for (;;) {
     // A SIGINT meant for a call that has already finished must not hit the next one.
     if (PyErr_CheckSignals() != 0) PyErr_Clear();
-    IncomingFrame frame = receive(Deadline::never());
-    auto message = frame.getRoot<wire::Message>();
+    ReceivedFrame frame = receive(Deadline::never());
+    auto message = frame.message();
     switch (message.which()) {
       case wire::Message::REQUEST:
-        serveRequest(message.getRequest());
+        serveRequest(message.getRequest(), frame);
         break;
       case wire::Message::RELEASE:
         applyRelease(message.getRelease());
@@ -650,7 +736,7 @@ void Endpoint::serve() {
   }
 }
 
-void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
+void Endpoint::awaitHello(Deadline deadline, bool sharedRings, bool parentSpans) {
   IoLock lock(*this);
   {
     std::unique_ptr<SharedRings> rings;
@@ -663,16 +749,35 @@ void Endpoint::awaitHello(Deadline deadline, bool sharedRings) {
       }
     }
     capnp::MallocMessageBuilder message;
-    message.initRoot<wire::Message>().initSetup().setSharedRings(rings != nullptr);
-    std::vector<UniqueFd> fds;
-    if (rings) fds.push_back(rings->takeFd());
-    sendMessage(message, deadline, &fds);
+    auto setup = message.initRoot<wire::Message>().initSetup();
+    setup.setSharedRings(rings != nullptr);
+    if (parentSpans) {
+      // Where the child can find a token only this connection knows (Setup.probeAddress): it
+      // reads it to learn whether it may read us, and that the pid is ours.
+      if (::getrandom(&probeToken_, sizeof(probeToken_), GRND_NONBLOCK) !=
+          ssize_t(sizeof(probeToken_))) {
+        // No entropy yet (early boot): unique enough to tell this process from another.
+        probeToken_ = (uint64_t(::getpid()) << 32) ^ uint64_t(reinterpret_cast<uintptr_t>(this)) ^
+                      uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+      }
+      setup.setParentPid(int32_t(::getpid()));
+      setup.setProbeAddress(uint64_t(reinterpret_cast<uintptr_t>(&probeToken_)));
+      setup.setProbeToken(probeToken_);
+    }
+    EncodingScope scope(*this);
+    if (rings) scope.fds().push_back(rings->takeFd());
+    sendMessage(message, deadline, &scope);
     if (rings) channel_.useRings(std::move(rings));
   }
-  IncomingFrame frame = receive(deadline);
+  ReceivedFrame frame = receive(deadline);
   try {
-    auto message = frame.getRoot<wire::Message>();
+    auto message = frame.message();
     KJ_REQUIRE(message.isHello(), "child's first message is not hello");
+    // Spans of our memory only to a child that was offered it and says it read the probe. (A
+    // child that lies hurts only itself: it cannot read them.)
+    if (parentSpans && message.getHello().getReadsParentMemory()) {
+      codec_.buffers().setSendSpans(true);
+    }
   } catch (kj::Exception& e) {
     fail(EndpointObserver::Loss::kProtocol, kjDescription(e));
   }
@@ -683,7 +788,10 @@ void Endpoint::sendGoodbye() {
   try {
     IoLock lock(*this);
     capnp::MallocMessageBuilder message;
-    message.initRoot<wire::Message>().setGoodbye();
+    auto root = message.initRoot<wire::Message>();
+    root.setDecodedFrames(uint32_t(decodedFrames()));
+    root.setGoodbye();
+    ++framesOut_;
     OutgoingFrame frame(message);
     countFrame(sentFrames_, wire::Message::GOODBYE);
     channel_.send(frame.pieces(), Deadline::after(1.0));

@@ -81,14 +81,28 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   py::object request(wire::Op op, uint64_t target, std::string_view name, CallArgs args,
                      Deadline deadline);
 
-  // Child side: sends hello, then serves until the parent says goodbye or goes away.
+  // Child side: reads the parent's setup (and, when it offers the parent's memory, probes that
+  // this process may read it), sends hello, then serves until the parent says goodbye or goes
+  // away.
   void serve();
   // Parent side: sends the setup (with the shared rings when `sharedRings` is true and the
   // kernel gives us a memfd; see Setup in the schema), then waits for the child's hello. Throws
   // like request().
-  void awaitHello(Deadline deadline, bool sharedRings = true);
+  // `parentSpans`: offer the child this process's memory (Setup.parentPid), so that large bytes
+  // sent to it go as spans it copies itself, once it has said it can (Hello.readsParentMemory).
+  // Offering it shows the child where things are in this process (an ASLR leak), and a child
+  // that can read it can read all of it (docs/protocol.md): a context that confines an untrusted
+  // child must pass false.
+  void awaitHello(Deadline deadline, bool sharedRings = true, bool parentSpans = true);
   // True when frames travel through shared memory rather than the socket.
   bool usesSharedRings() const { return channel_.usesRings(); }
+  // Whether large values this side sends go as spans of its own memory (Buffer.address), how
+  // many such spans it holds pinned for the peer right now, and how many values it has sent out
+  // of band each way. For tests and diagnostics.
+  bool sendsSpans() { return codec_.buffers().sendsSpans(); }
+  size_t pinnedSpans() { return codec_.buffers().pinCount(); }
+  uint64_t spansSent() { return codec_.buffers().spansSent(); }
+  uint64_t memfdsSent() { return codec_.buffers().memfdsSent(); }
   // Parent side: asks the child to exit. Best effort; never throws.
   void sendGoodbye();
 
@@ -147,20 +161,54 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
  private:
   class IoLock;
 
+  // One frame from the peer, with its number (the peer's frames count from 1, in the order they
+  // arrive). Until finishDecoding() or its end, the frame counts as not yet decoded: the frames
+  // this side sends meanwhile leave it out of Message.decodedFrames, so the peer keeps the spans
+  // it carries pinned. Call finishDecoding() as soon as the frame's values are made (before a
+  // request's op runs: a callback that op makes lets the peer go of them).
+  class ReceivedFrame {
+   public:
+    ReceivedFrame(Endpoint& endpoint, IncomingFrame frame, uint64_t number)
+        : endpoint_(&endpoint), frame_(std::move(frame)), number_(number) {}
+    ReceivedFrame(ReceivedFrame&& other) noexcept
+        : endpoint_(other.endpoint_), frame_(std::move(other.frame_)), number_(other.number_) {
+      other.number_ = 0;
+    }
+    ReceivedFrame& operator=(ReceivedFrame&&) = delete;
+    ~ReceivedFrame() { finishDecoding(); }
+
+    wire::Message::Reader message() { return frame_.getRoot<wire::Message>(); }
+    void finishDecoding();
+
+   private:
+    Endpoint* endpoint_;
+    IncomingFrame frame_;
+    uint64_t number_;  // 0 once decoded
+  };
+
+  // The fds and the pins of one message being encoded (innermost last). While alive, attachFd()
+  // adds to its fds, and the spans encoded are pinned for the frame sendMessage() sends with it;
+  // pins of a message that was never sent are let go when it ends.
+  class EncodingScope;
+
   py::object awaitResponse(uint64_t callId, Deadline deadline);
-  void serveRequest(wire::Request::Reader request);
+  void serveRequest(wire::Request::Reader request, ReceivedFrame& frame);
   void applyRelease(wire::Release::Reader release);
   void applyBufferedReleases();
-  // Sends `message` (with the fds its encoding attached, when `fds` is given) and any pending
-  // releases.
+  // Sends `message` (with the fds and pins of `scope`, when given) and any pending releases.
   void sendMessage(capnp::MessageBuilder& message, Deadline deadline,
-                   std::vector<UniqueFd>* fds = nullptr);
-  // While alive, attachFd() adds to `fds`: the fds of the message being encoded.
-  class FdScope;
-  IncomingFrame receive(Deadline deadline);
-  // A frame from the peer was read: the peer is done with the spans we sent before it, unless it
-  // asks for one of them again.
-  void frameArrived(IncomingFrame& frame);
+                   EncodingScope* scope = nullptr);
+  ReceivedFrame receive(Deadline deadline);
+  // Numbers a frame just taken from the channel, takes its fds, and lets go of the spans the
+  // peer says it has decoded (Message.decodedFrames). Throws kj FAILED for a parent's child that
+  // claims more frames than were sent to it.
+  ReceivedFrame arrived(IncomingFrame frame);
+  // Message.decodedFrames for a frame sent now: the peer's frames up to the first one still
+  // being decoded (or read ahead).
+  uint64_t decodedFrames() const;
+  // Child side: whether the parent's memory can be read at `address` (Setup.probeAddress) and
+  // holds `token`; when it can, spans from the parent are read from `pid` from now on.
+  bool probeParent(pid_t pid, uint64_t address, uint64_t token);
   [[noreturn]] void fail(EndpointObserver::Loss loss, const std::string& detail);
   [[noreturn]] void exitForSystemExit(const py::error_already_set& error);
   py::object makeMirrorClass(uint64_t id, wire::ClassInfo::Reader info);
@@ -186,12 +234,21 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // them by.
   std::unordered_set<uint64_t> staleCalls_;
   // A frame read ahead (while looking for releases) that the next receive() returns.
-  std::optional<IncomingFrame> pendingFrame_;
+  std::optional<ReceivedFrame> pendingFrame_;
   // The fds of the message being encoded (innermost encoding last), and of the one decoded.
   std::vector<std::vector<UniqueFd>*> outgoingFds_;
   std::vector<UniqueFd> incomingFds_;
-  // Parent side: the child's memory, for the spans it sends. Unusable in the child.
+  // Frames sent and received so far, and the numbers of received frames not yet decoded (a
+  // handful at most: nested decodes, a frame read ahead). See Message.decodedFrames.
+  uint64_t framesOut_ = 0;
+  uint64_t framesIn_ = 0;
+  std::vector<uint64_t> undecoded_;
+  // The peer's memory, for the spans it sends: in the parent the child's (always), in the child
+  // the parent's (when the parent offered it and the probe read it). Unusable otherwise.
   PeerMemory peerMemory_;
+  // Parent side: 8 bytes the child's probe must find at their address (Setup.probeToken). Lives
+  // as long as the endpoint, at a fixed address.
+  uint64_t probeToken_ = 0;
   // The deadline of the call being waited for, for requests made while decoding its answer
   // (fetchBuffer).
   Deadline activeDeadline_;

@@ -170,41 +170,46 @@ PYBIND11_MODULE(_core, m) {
           "start",
           [](py::object bootstrap, double startTimeout, const std::string& stdoutMode,
              const std::string& stdoutPath, const std::string& stderrMode,
-             const std::string& stderrPath, bool sharedMemory) {
+             const std::string& stderrPath, bool sharedMemory, bool parentSpans) {
             return pi::Connection::start(std::move(bootstrap), startTimeout,
                                          outputSpec(stdoutMode, stdoutPath),
-                                         outputSpec(stderrMode, stderrPath), sharedMemory);
+                                         outputSpec(stderrMode, stderrPath), sharedMemory,
+                                         parentSpans);
           },
           py::arg("bootstrap"), py::arg("start_timeout") = 60.0,
           py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
           py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
-          py::arg("shared_memory") = true,
+          py::arg("shared_memory") = true, py::arg("parent_spans") = true,
           "Forks a child that runs bootstrap() and then serves; waits for it.")
       .def_static(
           "spawn",
           [](std::vector<std::string> argv, double startTimeout, const std::string& stdoutMode,
              const std::string& stdoutPath, const std::string& stderrMode,
-             const std::string& stderrPath, bool sharedMemory) {
+             const std::string& stderrPath, bool sharedMemory, bool parentSpans) {
             return pi::Connection::spawn(argv, startTimeout, outputSpec(stdoutMode, stdoutPath),
-                                         outputSpec(stderrMode, stderrPath), sharedMemory);
+                                         outputSpec(stderrMode, stderrPath), sharedMemory,
+                                         parentSpans);
           },
           py::arg("argv"), py::arg("start_timeout") = 60.0, py::arg("stdout_mode") = "inherit",
           py::arg("stdout_path") = "", py::arg("stderr_mode") = "inherit",
           py::arg("stderr_path") = "", py::arg("shared_memory") = true,
+          py::arg("parent_spans") = true,
           "Starts argv (a fresh interpreter running process_isolation._spawn) as the child.")
       .def_static(
           "via_fork_server",
           [](std::shared_ptr<pi::ForkServerClient> server, const std::string& options,
              double startTimeout, const std::string& stdoutMode, const std::string& stdoutPath,
-             const std::string& stderrMode, const std::string& stderrPath, bool sharedMemory) {
+             const std::string& stderrMode, const std::string& stderrPath, bool sharedMemory,
+             bool parentSpans) {
             return pi::Connection::viaForkServer(std::move(server), options, startTimeout,
                                                  outputSpec(stdoutMode, stdoutPath),
-                                                 outputSpec(stderrMode, stderrPath), sharedMemory);
+                                                 outputSpec(stderrMode, stderrPath), sharedMemory,
+                                                 parentSpans);
           },
           py::arg("server"), py::arg("options"), py::arg("start_timeout") = 60.0,
           py::arg("stdout_mode") = "inherit", py::arg("stdout_path") = "",
           py::arg("stderr_mode") = "inherit", py::arg("stderr_path") = "",
-          py::arg("shared_memory") = true,
+          py::arg("shared_memory") = true, py::arg("parent_spans") = true,
           "Has the fork server fork the child.")
       .def("output_tail", &pi::Connection::outputTail, py::arg("stream"), py::arg("lines") = 50)
       .def_property_readonly("pid", &pi::Connection::pid)
@@ -213,6 +218,19 @@ PYBIND11_MODULE(_core, m) {
                              [](pi::Connection& c) {
                                return c.endpoint()->usesSharedRings() ? "shm" : "socket";
                              })
+      .def_property_readonly(
+          "parent_spans", [](pi::Connection& c) { return c.endpoint()->sendsSpans(); },
+          "True while large bytes go to the child as spans of the parent's memory.")
+      .def("pinned_spans", [](pi::Connection& c) { return c.endpoint()->pinnedSpans(); },
+           "How many spans of its memory the parent holds for the child right now.")
+      .def("sent_buffers",
+           [](pi::Connection& c) {
+             py::dict counts;
+             counts["spans"] = c.endpoint()->spansSent();
+             counts["memfds"] = c.endpoint()->memfdsSent();
+             return counts;
+           },
+           "How many large values the parent has sent the child as spans and in memfds.")
       .def_property_readonly("termination",
                              [](pi::Connection& c) -> py::object {
                                if (!c.termination()) return py::none();

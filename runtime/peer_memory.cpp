@@ -1,4 +1,4 @@
-// Copying bytes out of a child's memory (process_vm_readv), with the checks a hostile child needs.
+// Copying bytes out of a peer's memory (process_vm_readv), with the checks a hostile child needs.
 #include "runtime/peer_memory.h"
 
 #include <fcntl.h>

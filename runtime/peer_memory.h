@@ -1,4 +1,4 @@
-// Copying bytes out of a child's memory (process_vm_readv), with the checks a hostile child needs.
+// Copying bytes out of a peer's memory (process_vm_readv), with the checks a hostile child needs.
 #pragma once
 
 #include "runtime/unique_fd.h"
@@ -10,14 +10,18 @@
 
 namespace pi {
 
-// Reads the memory of one peer process: how the parent takes a large value the child left in its
-// own memory (wire `Buffer.address`) with one copy. The addresses come from the peer, which may be
-// hostile: a range it does not have mapped readable is an error (never a crash here), and the
-// only memory ever written is the caller's destination.
+// Reads the memory of one peer process: how one side takes a large value the other left in its
+// own memory (wire `Buffer.address`) with one copy. The parent reads its child; a child reads its
+// parent when the parent offered it (Setup.parentPid). The addresses come from the peer, which
+// may be hostile: a range it does not have mapped readable is an error (never a crash here), and
+// the only memory ever written is the caller's destination.
 //
-// Pid reuse: the pid must name an unreaped child of this process (or of a fork server that reaps
-// only when asked), and a pidfd taken at construction is checked after every read: a read that
-// overlapped the peer's exit may have come from a recycled pid, so it counts as the peer gone.
+// Pid reuse: the pid must name a process that cannot have been reaped before construction (an
+// unreaped child of this process, or of a fork server that reaps only when asked; or a process
+// whose identity the caller checks after construction, as a child checks its parent with the
+// setup's probe token), and a pidfd taken at construction is checked after every read: a read
+// that overlapped the peer's exit may have come from a recycled pid, so it counts as the peer
+// gone.
 //
 // Errors are kj exceptions: FAILED for a range the peer does not have (unmapped, unreadable,
 // shorter than it claimed), DISCONNECTED when the peer has ended. The OS refusing the read as a

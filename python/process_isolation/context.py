@@ -127,6 +127,12 @@ class IsolationContext:
         self.trusted = bool(trusted)
         self.start_timeout = start_timeout
         self.transport = transport
+        # Whether large bytes go to the child as spans of this process's memory, which the child
+        # copies itself (docs/protocol.md, "Large values"). Offering them shows the child where
+        # things are in this process, and a child that can read them can read all of it.
+        # TODO(security): a sandboxed context (Sandbox, not built yet) must set this False, as it
+        # must start with 'forkserver'.
+        self._parent_spans = True
         self._connection = None
         self._modules = {}
         self._module_paths = {}  # name -> the path it was first imported with, for restarts
@@ -165,7 +171,7 @@ class IsolationContext:
                 "other threads stay locked in the child", RuntimeWarning, stacklevel=3)
         outputs = dict(stdout_mode=self.stdout[0], stdout_path=self.stdout[1],
                        stderr_mode=self.stderr[0], stderr_path=self.stderr[1],
-                       shared_memory=self.transport == "shm")
+                       shared_memory=self.transport == "shm", parent_spans=self._parent_spans)
         if self.start_method == "forkserver":
             connection = _core.Connection.via_fork_server(
                 _get_fork_server(self.start_timeout), _spawn.options_json(self),

@@ -98,6 +98,45 @@ TEST(PeerMemory, CopiesWhatAChildHasInItsMemory) {
   }
 }
 
+TEST(PeerMemory, CopiesWhatTheParentHasInItsMemory) {
+  // The other direction (a child reading spans of its parent, Setup.parentPid): the child's copy
+  // of the buffer says 'p', the parent's is rewritten after fork; the child must see the
+  // parent's. Its exit status is the verdict.
+  std::vector<char> buffer(1 << 20, 'p');
+  int go[2];
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  UniqueFd goRead(go[0]), goWrite(go[1]);
+  pid_t parent = ::getpid();
+  auto child = ChildProcess::fork([&] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    goWrite.reset();
+    pollfd pfd{goRead.get(), POLLIN, 0};
+    if (::poll(&pfd, 1, int(kPatience * 1000)) != 1) ::_exit(10);
+    std::vector<char> copy(buffer.size(), 0);
+    try {
+      PeerMemory memory(parent);
+      if (memory.read(addressOf(buffer.data()), copy.data(), copy.size()) !=
+          PeerMemory::Access::kDone) {
+        ::_exit(11);
+      }
+    } catch (...) {
+      ::_exit(12);
+    }
+    for (size_t i = 0; i < copy.size(); ++i) {
+      if (copy[i] != char('P' + i % 5)) ::_exit(13);
+    }
+    ::_exit(0);
+  });
+  goRead.reset();
+  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = char('P' + i % 5);
+  char byte = 1;
+  ASSERT_EQ(::write(goWrite.get(), &byte, 1), 1);
+  auto ended = child.waitFor(Deadline::after(kPatience));
+  if (!ended) ended = child.killAndReap();
+  EXPECT_EQ(ended->exitCode, std::optional<int>(0))
+      << "10: never told to read; 11: refused; 12: threw; 13: read the child's own copy";
+}
+
 TEST(PeerMemory, RefusesAnAddressTheChildDoesNotHave) {
   Handshake handshake;
   auto child = forkChild(handshake, [] {});
