@@ -42,6 +42,9 @@ class MemoryRow:
     parent_after: int = 0
     child_before: int = 0
     child_after: int = 0
+    half_calls: int = 0           # calls made when the halfway readings were taken
+    parent_half: int = 0
+    child_half: int = 0
     status: str = ''              # '' when measured, else 'not available: ...', 'failed: ...'
     note: str = ''
 
@@ -56,7 +59,7 @@ def format_time(seconds):
 
 def format_rate(nbytes, seconds):
     rate = nbytes / seconds
-    if rate >= 1 << 30:
+    if rate >= 1000 * (1 << 20):  # from 1000 MiB/s on, in GiB/s (not '1.02e+03 MiB/s')
         return f'{rate / (1 << 30):.3g} GiB/s'
     return f'{rate / (1 << 20):.3g} MiB/s'
 
@@ -129,8 +132,9 @@ def case_table(case, rows):
 
 
 def memory_table(memory_rows):
-    lines = ['| implementation | calls | time per call | parent RSS before → after (MiB) | '
-             'parent growth | child RSS before → after (MiB) | child growth | notes |',
+    lines = ['| implementation | calls | time per call | parent RSS before → halfway → after (MiB) | '
+             'parent growth (second half) | child RSS before → halfway → after (MiB) | '
+             'child growth (second half) | notes |',
              '|---|---|---|---|---|---|---|---|']
     for m in sorted(memory_rows, key=lambda m: ROLE_ORDER[m.role]):
         label = f'**{m.label}**' if m.role == 'ours' else m.label
@@ -139,10 +143,14 @@ def memory_table(memory_rows):
             continue
         lines.append(
             f'| {label} | {m.calls:,} | {format_time(m.seconds / m.calls)} | '
-            f'{format_mib(m.parent_before)} → {format_mib(m.parent_after)} | '
-            f'{format_mib(m.parent_after - m.parent_before)} MiB | '
-            f'{format_mib(m.child_before)} → {format_mib(m.child_after)} | '
-            f'{format_mib(m.child_after - m.child_before)} MiB | {m.note} |')
+            f'{format_mib(m.parent_before)} → {format_mib(m.parent_half)} → '
+            f'{format_mib(m.parent_after)} | '
+            f'{format_mib(m.parent_after - m.parent_before)} MiB '
+            f'({format_mib(m.parent_after - m.parent_half)}) | '
+            f'{format_mib(m.child_before)} → {format_mib(m.child_half)} → '
+            f'{format_mib(m.child_after)} | '
+            f'{format_mib(m.child_after - m.child_before)} MiB '
+            f'({format_mib(m.child_after - m.child_half)}) | {m.note} |')
     return lines
 
 
@@ -187,9 +195,11 @@ def write_markdown(path, info, settings, rows, memory_rows, problems, fault_cost
         out += case_table(case, rows) + ['']
     out += ['## Memory over many calls', '',
             '```python', 'for i in range(calls): mod.f(i)', '```', '',
-            'Resident set size (VmRSS) of the parent and of the child after 1,000 warm-up calls '
-            'and after the timed calls (garbage collected in the parent first). Growth that '
-            'scales with the call count is a leak.', '']
+            'Resident set size (VmRSS) of the parent and of the child after 1,000 warm-up calls, '
+            'halfway through the timed calls and after them (garbage collected in the parent '
+            'first each time). Growth that scales with the call count is a leak: it shows in the '
+            'second half as much as in the first, where a one-off step (an allocator arena, a '
+            'cache filling) shows only in the first.', '']
     out += memory_table(memory_rows) + ['']
     if fault_cost is not None:
         fresh, warm = fault_cost
