@@ -277,12 +277,18 @@ def plot(path, rows, memory_rows, title):
     ax = axes[len(CASES)]
     measured = [m for m in memory_rows if not m.status]
     positions = range(len(measured))
-    parent_growth = [(m.parent_after - m.parent_before) / (1 << 20) for m in measured]
-    child_growth = [(m.child_after - m.child_before) / (1 << 20) for m in measured]
-    ax.barh([p - 0.2 for p in positions], parent_growth, height=0.4, label='parent')
-    ax.barh([p + 0.2 for p in positions], child_growth, height=0.4, label='child')
+    mib = 1 << 20
+    for offset, side, color in ((-0.2, 'parent', 'C0'), (0.2, 'child', 'C1')):
+        whole = [(getattr(m, side + '_after') - getattr(m, side + '_before')) / mib
+                 for m in measured]
+        second = [(getattr(m, side + '_after') - getattr(m, side + '_half')) / mib
+                  for m in measured]
+        at = [p + offset for p in positions]
+        ax.barh(at, whole, height=0.4, color=color, alpha=0.35, label=f'{side}, whole run')
+        ax.barh(at, second, height=0.4, color=color, label=f'{side}, second half')
     ax.set_yticks(list(positions), [m.label for m in measured], fontsize=7)
-    ax.set_title('RSS growth over the memory run (MiB)', fontsize=9)
+    ax.set_title('RSS growth over the memory run (MiB; a leak grows in the second half too)',
+                 fontsize=9)
     ax.legend(fontsize=7)
     for ax in axes[panels:]:
         ax.axis('off')
