@@ -3,6 +3,7 @@
 #include "runtime/child_process.h"
 
 #include "runtime/fork_server.h"
+#include "runtime/process_id.h"
 
 #include <Python.h>
 #include <kj/debug.h>
@@ -25,17 +26,6 @@ namespace {
 // How long a SIGKILLed child may take to exit before the parent stops waiting for it.
 constexpr double kKilledExitSeconds = 10.0;
 
-int openPidfd(pid_t pid) {
-#ifdef SYS_pidfd_open
-  int fd = int(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd >= 0) {
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return fd;
-  }
-#endif
-  return -1;
-}
-
 }  // namespace
 
 ChildProcess ChildProcess::fork(const std::function<void()>& childMain) {
@@ -55,7 +45,7 @@ ChildProcess ChildProcess::fork(const std::function<void()>& childMain) {
   if (pid < 0) {
     KJ_FAIL_SYSCALL("fork", error);
   }
-  return ChildProcess(pid, UniqueFd(openPidfd(pid)));
+  return ChildProcess(pid, openPidfd(pid));
 }
 
 ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
@@ -85,14 +75,14 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv,
   pid_t pid = -1;
   int error = posix_spawn(&pid, argv[0].c_str(), &actions, &attributes, args.data(), environ);
   if (error != 0) KJ_FAIL_SYSCALL("posix_spawn", error, argv[0]);
-  return ChildProcess(pid, UniqueFd(openPidfd(pid)));
+  return ChildProcess(pid, openPidfd(pid));
 }
 
 ChildProcess::ChildProcess(pid_t pid, UniqueFd pidfd)
     : pid_(pid), owner_(::getpid()), pidfd_(std::move(pidfd)), reaped_(false) {}
 
 ChildProcess ChildProcess::adopt(pid_t pid, std::shared_ptr<ForkServerClient> server) {
-  ChildProcess child(pid, UniqueFd(openPidfd(pid)));
+  ChildProcess child(pid, openPidfd(pid));
   child.server_ = std::move(server);
   return child;
 }

@@ -1,6 +1,8 @@
 // Copying bytes out of a peer's memory (process_vm_readv), with the checks a hostile child needs.
 #include "runtime/peer_memory.h"
 
+#include "runtime/process_id.h"
+
 #include <fcntl.h>
 #include <kj/debug.h>
 #include <poll.h>
@@ -19,17 +21,6 @@ namespace {
 // MAX_RW_COUNT (just under 2 GiB) to that much, which would look like a short read; below it a
 // short read always means the peer's range ended early.
 constexpr size_t kMaxReadPiece = size_t{1} << 30;
-
-int openPidfd(pid_t pid) {
-#ifdef SYS_pidfd_open
-  int fd = int(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd >= 0) {
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return fd;
-  }
-#endif
-  return -1;
-}
 
 // One process_vm_readv, EINTR retried. Returns the bytes copied, or -1 with errno.
 ssize_t readv(pid_t pid, const iovec* local, unsigned long localCount, const iovec* remote,

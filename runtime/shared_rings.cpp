@@ -238,10 +238,6 @@ bool SharedRings::peerNeedsWakeForSpace() {
   return flag.load(std::memory_order_relaxed) != 0 && flag.exchange(0) != 0;
 }
 
-}  // namespace pi
-
-namespace pi {
-
 void SharedRings::publishCpu(int cpu) {
   incoming().reader.cpu.store(uint32_t(cpu + 1), std::memory_order_relaxed);
 }

@@ -209,15 +209,15 @@ def test_a_span_with_unreadable_pages_inside_is_a_protocol_error(ctx, liar):
     assert_killed_for_lying(ctx, lambda: liar.holed_bytes(8 * MIB), 'longer than the memory')
 
 
-# A child whose memory the parent may not read (it made itself non-dumpable). The parent must
-# lack CAP_SYS_PTRACE for that, so this runs in a fresh interpreter that gives it up first.
+# The start of a fresh interpreter that plays the parent without CAP_SYS_PTRACE (held when we run
+# as root), the capability to read any process: it gives it up for itself and (from its bounding
+# set) for every program it starts, so spawned children and the fork server lack it too. Without
+# it, a process that made itself non-dumpable cannot be read by the other side.
 
-NOT_READABLE = textwrap.dedent('''
-    import ctypes, errno, os, random, sys
-    import numpy
+DROP_PTRACE = textwrap.dedent('''
+    import ctypes, os, random, sys
     libc = ctypes.CDLL(None, use_errno=True)
 
-    # Give up CAP_SYS_PTRACE (held when we run as root), the capability to read any process.
     class CapHeader(ctypes.Structure):
         _fields_ = [('version', ctypes.c_uint32), ('pid', ctypes.c_int)]
 
@@ -225,14 +225,33 @@ NOT_READABLE = textwrap.dedent('''
         _fields_ = [('effective', ctypes.c_uint32), ('permitted', ctypes.c_uint32),
                     ('inheritable', ctypes.c_uint32)]
 
-    CAP_SYS_PTRACE = 19
+    CAP_SYS_PTRACE, PR_CAPBSET_DROP, PR_SET_DUMPABLE = 19, 24, 4
+    if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0:
+        assert ctypes.get_errno() == 1, ctypes.get_errno()  # EPERM: never had it
     header, data = CapHeader(0x20080522, 0), (CapData * 2)()  # _LINUX_CAPABILITY_VERSION_3
     assert libc.capget(ctypes.byref(header), data) == 0, ctypes.get_errno()
-    data[0].effective &= ~(1 << CAP_SYS_PTRACE)
-    data[0].permitted &= ~(1 << CAP_SYS_PTRACE)
-    data[0].inheritable &= ~(1 << CAP_SYS_PTRACE)
+    for field in ('effective', 'permitted', 'inheritable'):
+        setattr(data[0], field, getattr(data[0], field) & ~(1 << CAP_SYS_PTRACE))
     assert libc.capset(ctypes.byref(header), data) == 0, ctypes.get_errno()
-    from process_isolation import IsolationContext, byvalue
+
+    from process_isolation import IsolationContext
+    from process_isolation import context as context_module
+
+    def pattern(size, seed):
+        return random.Random(seed).randbytes(size)
+
+    def undumpable():
+        assert libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, ctypes.get_errno()
+''')
+
+
+# A child whose memory the parent may not read (it made itself non-dumpable). The parent must
+# lack CAP_SYS_PTRACE for that, so this runs in a fresh interpreter that gives it up first.
+
+NOT_READABLE = DROP_PTRACE + textwrap.dedent('''
+    import errno
+    import numpy
+    from process_isolation import byvalue
 
     class iovec(ctypes.Structure):
         _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]
@@ -242,9 +261,6 @@ NOT_READABLE = textwrap.dedent('''
         local, remote = iovec(ctypes.addressof(into), 1), iovec(address, 1)
         n = libc.process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
         return n == 1 or ctypes.get_errno()
-
-    def pattern(size, seed):
-        return random.Random(seed).randbytes(size)
 
     with IsolationContext(paths=[sys.argv[1]], timeout=60) as ctx:
         bulk = ctx.load_module('isofix_bulk')
@@ -419,39 +435,8 @@ def test_a_child_asking_the_parent_for_memory_it_was_not_sent_is_refused(ctx, bu
     assert secret == b'parent secret ' * 10000
 
 
-# A child that cannot read the parent. The child must lack CAP_SYS_PTRACE for that (we may run as
-# root), so a fresh interpreter plays the parent and gives it up first, for itself and (from its
-# bounding set) for every program it starts, so spawned children and the fork server lack it too.
-
-DROP_PTRACE = textwrap.dedent('''
-    import ctypes, os, random, sys
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class CapHeader(ctypes.Structure):
-        _fields_ = [('version', ctypes.c_uint32), ('pid', ctypes.c_int)]
-
-    class CapData(ctypes.Structure):
-        _fields_ = [('effective', ctypes.c_uint32), ('permitted', ctypes.c_uint32),
-                    ('inheritable', ctypes.c_uint32)]
-
-    CAP_SYS_PTRACE, PR_CAPBSET_DROP, PR_SET_DUMPABLE = 19, 24, 4
-    if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0:
-        assert ctypes.get_errno() == 1, ctypes.get_errno()  # EPERM: never had it
-    header, data = CapHeader(0x20080522, 0), (CapData * 2)()  # _LINUX_CAPABILITY_VERSION_3
-    assert libc.capget(ctypes.byref(header), data) == 0, ctypes.get_errno()
-    for field in ('effective', 'permitted', 'inheritable'):
-        setattr(data[0], field, getattr(data[0], field) & ~(1 << CAP_SYS_PTRACE))
-    assert libc.capset(ctypes.byref(header), data) == 0, ctypes.get_errno()
-
-    from process_isolation import IsolationContext
-    from process_isolation import context as context_module
-
-    def pattern(size, seed):
-        return random.Random(seed).randbytes(size)
-
-    def undumpable():
-        assert libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0, ctypes.get_errno()
-''')
+# A child that cannot read the parent (the parent made itself non-dumpable, before its children
+# started or after).
 
 PARENT_NOT_READABLE = DROP_PTRACE + textwrap.dedent('''
     undumpable()  # before any child: none may read us
