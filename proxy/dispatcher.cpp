@@ -167,15 +167,19 @@ DispatchResult opContains(Call& call) {
 
 DispatchResult opIter(Call& call) { return {steal(PyObject_GetIter(call.requireTarget().ptr()))}; }
 
-DispatchResult opNext(Call& call) {
-  py::handle target = call.requireTarget();
-  iternextfunc next = Py_TYPE(target.ptr())->tp_iternext;
-  if (next == nullptr) {
+// Raises TypeError unless `target` is an iterator: PyIter_Next calls tp_iternext unchecked.
+void requireIterator(py::handle target) {
+  if (!PyIter_Check(target.ptr())) {
     PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator",
                  Py_TYPE(target.ptr())->tp_name);
     throw py::error_already_set();
   }
-  PyObject* item = next(target.ptr());
+}
+
+DispatchResult opNext(Call& call) {
+  py::handle target = call.requireTarget();
+  requireIterator(target);
+  PyObject* item = Py_TYPE(target.ptr())->tp_iternext(target.ptr());
   if (item == nullptr) {
     if (!PyErr_Occurred()) PyErr_SetNone(PyExc_StopIteration);
     throw py::error_already_set();
@@ -185,6 +189,7 @@ DispatchResult opNext(Call& call) {
 
 DispatchResult opIterBatch(Call& call) {
   py::handle target = call.requireTarget();
+  requireIterator(target);
   auto pending = call.pendingIterErrors->find(call.targetId);
   if (pending != call.pendingIterErrors->end()) {
     // The iterator raised after the items of the previous batch: raise it now, in order.
@@ -217,13 +222,25 @@ DispatchResult opIterBatch(Call& call) {
   return {items};
 }
 
+// Applies the target type's own comparison slot, and nothing else: not the reflected method of
+// the other operand and not the identity fallback, which PyObject_RichCompare would try next.
+// The other operand of a forwarded comparison is usually the peer's object, a proxy here, whose
+// reflected method would forward the comparison back to where it came from, and so on forever
+// (issue 11). The side that asked does what Python does after a NotImplemented, locally.
 DispatchResult opCompare(Call& call) {
   static const std::pair<const char*, int> kOps[] = {{"__lt__", Py_LT}, {"__le__", Py_LE},
                                                       {"__eq__", Py_EQ}, {"__ne__", Py_NE},
                                                       {"__gt__", Py_GT}, {"__ge__", Py_GE}};
   for (auto [name, op] : kOps) {
     if (call.name == name) {
-      return {steal(PyObject_RichCompare(call.requireTarget().ptr(), call.arg(0).ptr(), op))};
+      PyObject* target = call.requireTarget().ptr();
+      PyObject* other = call.arg(0).ptr();
+      richcmpfunc compare = Py_TYPE(target)->tp_richcompare;
+      if (compare == nullptr) return {py::reinterpret_borrow<py::object>(Py_NotImplemented)};
+      if (Py_EnterRecursiveCall(" in comparison") != 0) throw py::error_already_set();
+      PyObject* result = compare(target, other, op);
+      Py_LeaveRecursiveCall();
+      return {steal(result)};
     }
   }
   KJ_FAIL_REQUIRE("request names an unknown comparison", call.name);

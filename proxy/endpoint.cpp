@@ -12,6 +12,7 @@
 
 #include <capnp/message.h>
 #include <kj/debug.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -84,6 +85,18 @@ PyObject* lookupInMro(PyTypeObject* type, PyObject* name) {
   return nullptr;
 }
 
+// "Type: message" of a Python error, made without pybind11's error_already_set::what(), which
+// recurses without end when str() of the error fails (as it does at the recursion limit).
+std::string describeError(const py::error_already_set& error) {
+  std::string out = Py_TYPE(error.value().ptr())->tp_name;
+  PyObject* text = PyObject_Str(error.value().ptr());
+  const char* utf8 = text != nullptr ? PyUnicode_AsUTF8(text) : nullptr;
+  if (utf8 != nullptr) out += std::string(": ") + utf8;
+  if (utf8 == nullptr) PyErr_Clear();
+  Py_XDECREF(text);
+  return out;
+}
+
 std::string readerText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
 
 // Builtin iterator types over containers: next() has no side effects beyond advancing, so the
@@ -103,6 +116,112 @@ bool isBatchIterator(PyTypeObject* type) {
   }
   return false;
 }
+
+// Nesting between the two processes, bounded on both sides (issue 11). A call that the peer
+// answers by calling back, which calls the peer again, and so on, stacks one request and one
+// served request per level on each side's C stack, and nothing in the interpreter counts most of
+// that. The guard counts the levels of the calling thread (its requests and the requests it serves
+// while it waits, over every connection) and, from the first nested level on, checks what is left
+// of the thread's C stack: a level that would go too deep is a RecursionError in the innermost
+// call, raised before anything is sent (a request) or answered to the peer (a served request), and
+// both processes go on. The outermost level is never refused, so a thread with a small stack can
+// always make a plain call.
+class NestingGuard {
+ public:
+  enum class Kind {
+    kCall,      // a request this side sends: checked when the guard is made
+    kCallback,  // a request of the peer served while this thread waits: checked by check()
+    kUnchecked  // counted only (fetchBuffer, asked while an answer is decoded)
+  };
+  // Enters one level. Throws py::error_already_set (RecursionError) when a kCall would nest too
+  // deep. Requires the GIL.
+  explicit NestingGuard(Kind kind) : kind_(kind), outer_(tDepth_) {
+    if (kind == Kind::kCall && outer_ > 0) check();
+    ++tDepth_;
+  }
+  ~NestingGuard() { tDepth_ = outer_; }
+  NestingGuard(const NestingGuard&) = delete;
+  NestingGuard& operator=(const NestingGuard&) = delete;
+
+  // Throws as above when this level nests too deep; a kCallback guard is checked once the
+  // request's arguments are decoded (so the peer's refs in them are counted and released).
+  void check() {
+    if (outer_ == 0 || kind_ == Kind::kUnchecked) return;
+    int limit = Py_GetRecursionLimit();
+    if (outer_ >= limit) {
+      refuse("past sys.getrecursionlimit() (" + std::to_string(limit) + ")");
+    }
+    const ThreadStack& stack = threadStack();
+    auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    // Outside the bounds: running on a stack of its own (a coroutine library's); nothing to say.
+    if (here > stack.low && here <= stack.high && here - stack.low < stack.margin) {
+      refuse("with " + std::to_string((here - stack.low) / 1024) + " KiB left of the thread's " +
+             std::to_string((stack.high - stack.low) / 1024) + " KiB C stack");
+    }
+  }
+  // Whether check() refused this level.
+  bool refused() const { return refused_; }
+
+  // A new process (the child after fork) starts with nothing nested.
+  static void reset() { tDepth_ = 0; }
+
+ private:
+  // What is kept free of a thread's C stack (a quarter of it, within these bounds): what one
+  // more level needs (the frames of a request, of the served request and of the interpreter
+  // calling the callback: about 10 KiB, measured) and what raising the RecursionError and
+  // formatting its traceback on the way back up take.
+  static constexpr size_t kMaxStackMargin = 256 * 1024;
+  static constexpr size_t kMinStackMargin = 24 * 1024;
+
+  struct ThreadStack {
+    bool known = false;
+    uintptr_t low = 0;  // lowest usable address; 0 when the bounds are unknown
+    uintptr_t high = 0;
+    size_t margin = 0;
+  };
+
+  // The calling thread's stack bounds, asked once per thread (for the main thread glibc reads
+  // /proc/self/maps).
+  static const ThreadStack& threadStack() {
+    if (!tStack_.known) {
+      tStack_.known = true;
+      pthread_attr_t attributes;
+      if (pthread_getattr_np(pthread_self(), &attributes) == 0) {
+        void* address = nullptr;
+        size_t size = 0;
+        if (pthread_attr_getstack(&attributes, &address, &size) == 0 && size > 0) {
+          tStack_.low = reinterpret_cast<uintptr_t>(address);
+          tStack_.high = tStack_.low + size;
+          tStack_.margin = std::clamp(size / 4, kMinStackMargin, kMaxStackMargin);
+        }
+        pthread_attr_destroy(&attributes);
+      }
+    }
+    return tStack_;
+  }
+
+  [[noreturn]] void refuse(const std::string& why) {
+    refused_ = true;
+    std::string message =
+        std::string(kind_ == Kind::kCall ? "a call to" : "a callback from") +
+        " the other process would nest " + std::to_string(outer_ + 1) +
+        " levels deep between the parent and its isolated child, " + why +
+        ": the two processes call each other without end (a recursion across the boundary, or "
+        "an operation the two sides keep handing back to each other)";
+    PyErr_SetString(PyExc_RecursionError, message.c_str());
+    throw py::error_already_set();
+  }
+
+  Kind kind_;
+  int outer_;
+  bool refused_ = false;
+
+  static thread_local int tDepth_;
+  static thread_local ThreadStack tStack_;
+};
+
+thread_local int NestingGuard::tDepth_ = 0;
+thread_local NestingGuard::ThreadStack NestingGuard::tStack_;
 
 }  // namespace
 
@@ -426,6 +545,10 @@ Endpoint::ReceivedFrame Endpoint::receive(Deadline deadline) {
 py::object Endpoint::request(wire::Op op, uint64_t target, std::string_view name, CallArgs args,
                              Deadline deadline) {
   ensureUsable();
+  // fetchBuffer is asked while an answer is being decoded, one level deeper at most, and refusing
+  // it would leave that answer undecodable.
+  NestingGuard nesting(op == wire::Op::FETCH_BUFFER ? NestingGuard::Kind::kUnchecked
+                                                     : NestingGuard::Kind::kCall);
   IoLock lock(*this);
   ensureUsable();
   uint64_t callId = nextCallId_++;
@@ -498,10 +621,15 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
             // The late answer to an interrupted call: decode (so its refs are counted and later
             // released) and drop. Its spans are not read: nothing wants their bytes.
             BufferCodec::SkipContents skip(codec_.buffers());
-            if (response.isError()) {
-              decodeError(codec_, response.getError());
-            } else {
-              codec_.decode(response.getValue());
+            try {
+              if (response.isError()) {
+                decodeError(codec_, response.getError());
+              } else {
+                codec_.decode(response.getValue());
+              }
+            } catch (py::error_already_set& e) {
+              if (!e.matches(PyExc_RecursionError)) throw;
+              // Too deep here to make its values: nothing wanted them.
             }
             continue;
           }
@@ -533,8 +661,12 @@ py::object Endpoint::awaitResponse(uint64_t callId, Deadline deadline) {
                                                             : EndpointObserver::Loss::kProtocol,
            kjDescription(e));
     } catch (py::error_already_set& e) {
+      // Python's recursion limit, reached while making the answer's values, is this side's
+      // limit (runaway nesting), not the peer's fault: the caller gets the RecursionError and
+      // the connection stays as it was (the answer is consumed).
+      if (e.matches(PyExc_RecursionError)) throw;
       fail(EndpointObserver::Loss::kProtocol,
-           std::string("peer sent a value that cannot be decoded: ") + e.what());
+           "peer sent a value that cannot be decoded: " + describeError(e));
     }
     applyBufferedReleases();
     if (error) raiseException(error);
@@ -568,9 +700,12 @@ void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame)
   capnp::MallocMessageBuilder reply;
   auto response = reply.initRoot<wire::Message>().initResponse();
   response.setCallId(callId);
+  NestingGuard nesting(NestingGuard::Kind::kCallback);
   auto encodeCurrentError = [&](const py::error_already_set& error) {
     try {
-      encodeError(codec_, error, response.initError(), wantsTraceback(error, op));
+      // A refused level has no traceback, and little stack left to format one.
+      encodeError(codec_, error, response.initError(),
+                  !nesting.refused() && wantsTraceback(error, op));
     } catch (...) {
       auto out = response.initError();
       out.initType().setBuiltin("RuntimeError");
@@ -582,7 +717,10 @@ void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame)
   // release that the write puts ahead of the response naming the same object.
   DispatchResult result;
   try {
-    result = dispatcher_.dispatch(request, [&frame] { frame.finishDecoding(); });
+    result = dispatcher_.dispatch(request, [&frame, &nesting] {
+      frame.finishDecoding();
+      nesting.check();
+    });
     if (result.pickled) {
       py::tuple parts = py::reinterpret_borrow<py::tuple>(result.value);
       std::string_view bytes = py::bytes(parts[0]);
@@ -691,6 +829,7 @@ void Endpoint::exitForSystemExit(const py::error_already_set& error) {
 }
 
 void Endpoint::serve() {
+  NestingGuard::reset();  // forked from a thread that may have been in the middle of a callback
   bool readsParent = false;
   {
     // The parent's setup comes first: it says how frames travel from here on, and whether (and
