@@ -86,6 +86,7 @@ DispatchResult opImport(Call& call) {
   py::module_ sys = py::module_::import("sys");
   py::list path = sys.attr("path");
   if (call.args.size() > 0 && !call.args[0].is_none()) {
+    KJ_REQUIRE(PyList_Check(call.args[0].ptr()), "import names its extra paths in a non-list");
     py::list extra = py::reinterpret_borrow<py::list>(call.args[0]);
     for (size_t i = extra.size(); i-- > 0;) {
       py::object entry = extra[i];
@@ -330,7 +331,14 @@ DispatchResult opCallByName(Call& call) {
 }
 
 DispatchResult opFormat(Call& call) {
-  return {steal(PyObject_Format(call.requireTarget().ptr(), call.arg(0).ptr()))};
+  py::handle target = call.requireTarget();
+  py::handle spec = call.arg(0);
+  if (!PyUnicode_Check(spec.ptr())) {
+    PyErr_Format(PyExc_TypeError, "format() argument 2 must be str, not %.200s",
+                 Py_TYPE(spec.ptr())->tp_name);
+    throw py::error_already_set();
+  }
+  return {steal(PyObject_Format(target.ptr(), spec.ptr()))};
 }
 
 struct OpEntry {

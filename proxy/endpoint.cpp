@@ -778,6 +778,17 @@ void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame)
                     ("malformed request: " + kjDescription(error)).c_str());
     py::error_already_set converted;
     encodeCurrentError(converted);
+  } catch (TerminationError&) {
+    throw;  // the connection is gone: nothing to answer
+  } catch (ClientStateError&) {
+    throw;
+  } catch (std::exception& error) {
+    // Anything else a handler threw (pybind11's casts, the standard library's): still an answer,
+    // so that the peer's call ends and both ends stay in step.
+    frame.finishDecoding();
+    PyErr_SetString(PyExc_RuntimeError, (std::string("the request failed: ") + error.what()).c_str());
+    py::error_already_set converted;
+    encodeCurrentError(converted);
   }
   sendMessage(reply, Deadline::never(), &scope);
 }

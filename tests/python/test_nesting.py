@@ -1,12 +1,20 @@
 """Tests of nested callbacks: the child calls a parent function that calls the child again, 50
 levels deep, without deadlock; exceptions from the bottom travel all the way up; parent objects
-passed into the child keep their identity whenever they come back."""
+passed into the child keep their identity whenever they come back. Nesting without end is a
+RecursionError in the innermost call, whichever side runs out first and whatever its thread's
+stack size, and both processes go on (issue 11)."""
 
+import json
+import resource
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
 
 import process_isolation
+from conftest import FIXTURES
 
 DEPTH = 50
 DEADLINE = 30.0  # seconds for a whole descent: a deadlock fails the test instead of hanging it
@@ -133,3 +141,136 @@ def test_parent_objects_kept_by_the_child_come_back_as_themselves(fid):
     assert not fid.same(first, second[0])
     assert fid.call_with(lambda obj: obj, first) is first
     fid.forget_kept()
+
+
+# Runaway nesting. Each case runs in a parent of its own (a subprocess): a regression overflows a
+# C stack, and that must fail the test, not kill pytest.
+
+RUNAWAY = f'''
+import functools, json, sys, threading
+sys.path.insert(0, {str(FIXTURES)!r})
+from process_isolation import IsolationContext
+
+def main(recursion_limit, parent_stack, child_stack, shape):
+    if recursion_limit:
+        sys.setrecursionlimit(recursion_limit)
+    ctx = IsolationContext(paths=[{str(FIXTURES)!r}], timeout=120)
+    # The child runs on a copy of the stack of the thread that forked it.
+    on_thread(child_stack, ctx.start)
+    meet = ctx.load_module('isofix_meet')
+    pid = ctx.pid
+    report = {{}}
+
+    def runaway():
+        if shape == 'python':
+            # Plain Python on both sides: the child calls back, the parent calls the child again.
+            deepest = [0]
+
+            def down(depth):
+                deepest[0] = depth
+                return meet.descend(down, depth)
+            start = down
+        else:
+            # C code only on both sides (a partial in the parent, an operator.methodcaller in
+            # the child), calling each other: nothing in either interpreter counts Python frames.
+            caller = meet.caller()
+            start = functools.partial(caller)
+            start.__setstate__((caller, (start,), {{}}, None))
+        try:
+            start(0) if shape == 'python' else start()
+            report['outcome'] = 'returned'
+        except RecursionError as error:
+            report['outcome'] = 'RecursionError'
+            report['message'] = str(error)
+        report['depth'] = deepest[0] if shape == 'python' else None
+        # Both processes go on: a call, and a call with a callback, from this very thread.
+        report['plain'] = meet.annotated(3)['x']
+        try:
+            report['after'] = meet.descend(lambda depth: depth * 10, 4)
+        except RecursionError as error:
+            report['after'] = str(error)
+    on_thread(parent_stack, runaway)
+    report['same_child'] = ctx.pid == pid and ctx.alive
+    ctx.terminate()
+    print(json.dumps(report))
+
+def on_thread(stack_size, function):
+    if not stack_size:
+        return function()
+    failures = []
+
+    def run():
+        try:
+            function()
+        except BaseException as error:
+            failures.append(error)
+    threading.stack_size(stack_size)
+    thread = threading.Thread(target=run)
+    thread.start()
+    threading.stack_size(0)
+    thread.join(300)
+    assert not thread.is_alive(), 'the thread did not finish'
+    if failures:
+        raise failures[0]
+
+main(*json.loads(sys.argv[1]))
+'''
+
+MAIN_STACK = 2 * 1024 * 1024  # the parent's main thread: RLIMIT_STACK of the subprocess
+
+
+def run_runaway(recursion_limit=0, parent_stack=0, child_stack=0, shape='python', after=50):
+    def small_main_stack():
+        resource.setrlimit(resource.RLIMIT_STACK, (MAIN_STACK, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [sys.executable, '-c', RUNAWAY, json.dumps([recursion_limit, parent_stack, child_stack,
+                                                    shape])],
+        capture_output=True, text=True, timeout=300, preexec_fn=small_main_stack)
+    assert done.returncode == 0, (f'the parent ended with status {done.returncode}:\n'
+                                  f'{done.stderr[-4000:]}')
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report['outcome'] == 'RecursionError', report
+    assert report['plain'] == 3
+    assert report['after'] == after or str(report['after']).startswith(str(after))
+    assert report['same_child'] is True
+    return report
+
+
+def test_runaway_nesting_of_plain_python_is_a_recursion_error_and_both_processes_go_on():
+    report = run_runaway()
+    # Python's own limit (1000 frames) comes first here.
+    assert 'maximum recursion depth' in report['message'] or 'nest' in report['message']
+
+
+def test_with_a_raised_recursion_limit_the_parents_c_stack_still_ends_it():
+    report = run_runaway(recursion_limit=1_000_000)
+    assert 'KiB left of the thread' in report['message'], report['message']
+    assert 'the two processes call each other without end' in report['message']
+    assert report['depth'] > 50
+
+
+@pytest.mark.parametrize('stack_kib', [1024, 256, 64])
+def test_a_parent_thread_with_a_small_stack_ends_runaway_nesting_as_a_recursion_error(stack_kib):
+    report = run_runaway(recursion_limit=1_000_000, parent_stack=stack_kib * 1024)
+    assert f"of the thread's {stack_kib} KiB C stack" in report['message'], report['message']
+
+
+def test_a_child_with_a_small_stack_refuses_the_level_too_deep_for_it():
+    # The child forked from a thread of 256 KiB runs on that much stack; the parent's has 2 MiB.
+    report = run_runaway(recursion_limit=1_000_000, child_stack=256 * 1024)
+    assert "of the thread's 256 KiB C stack" in report['message'], report['message']
+
+
+@pytest.mark.parametrize('recursion_limit', [0, 1_000_000], ids=['default-limit', 'raised-limit'])
+def test_runaway_nesting_of_c_code_alone_is_a_recursion_error(recursion_limit):
+    run_runaway(recursion_limit=recursion_limit, shape='c')
+
+
+def test_a_plain_call_works_from_a_thread_whose_stack_is_too_small_to_nest():
+    # 32 KiB, the least threading.stack_size() takes, is too small for even one callback (the
+    # guard keeps 24 KiB free); the outermost call is never refused.
+    refused = ("a callback from the other process would nest 2 levels deep between the parent "
+               "and its isolated child, with 20 KiB left of the thread's 32 KiB C stack")
+    report = run_runaway(recursion_limit=1_000_000, parent_stack=32 * 1024, after=refused)
+    assert report['message'].startswith(refused), report['message']
