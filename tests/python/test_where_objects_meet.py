@@ -136,7 +136,7 @@ def test_typing_get_type_hints_of_a_remote_function():
         hints = typing.get_type_hints(meet.annotated)
         print(json.dumps({name: repr(hint) for name, hint in hints.items()}))
     ''')
-    assert result == {'x': "<class 'int'>", 'point': "<class 'isofix_meet.Point'>",
+    assert result == {'x': "<class 'int'>", 'point': 'typing.Optional[isofix_meet.Point]',
                       'names': 'list[str]', 'return': "<class 'dict'>"}
 
 
