@@ -135,11 +135,11 @@ class NestingGuard {
   };
   // Enters one level. Throws py::error_already_set (RecursionError) when a kCall would nest too
   // deep. Requires the GIL.
-  explicit NestingGuard(Kind kind) : kind_(kind), outer_(tDepth_) {
+  explicit NestingGuard(Kind kind) : thread_(tThread_), kind_(kind), outer_(thread_.depth) {
     if (kind == Kind::kCall && outer_ > 0) check();
-    ++tDepth_;
+    ++thread_.depth;
   }
-  ~NestingGuard() { tDepth_ = outer_; }
+  ~NestingGuard() { thread_.depth = outer_; }
   NestingGuard(const NestingGuard&) = delete;
   NestingGuard& operator=(const NestingGuard&) = delete;
 
@@ -151,7 +151,7 @@ class NestingGuard {
     if (outer_ >= limit) {
       refuse("past sys.getrecursionlimit() (" + std::to_string(limit) + ")");
     }
-    const ThreadStack& stack = threadStack();
+    const ThreadState& stack = threadStack();
     auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
     // Outside the bounds: running on a stack of its own (a coroutine library's); nothing to say.
     if (here > stack.low && here <= stack.high && here - stack.low < stack.margin) {
@@ -163,7 +163,7 @@ class NestingGuard {
   bool refused() const { return refused_; }
 
   // A new process (the child after fork) starts with nothing nested.
-  static void reset() { tDepth_ = 0; }
+  static void reset() { tThread_.depth = 0; }
 
  private:
   // What is kept free of a thread's C stack (a quarter of it, within these bounds): what one
@@ -173,31 +173,34 @@ class NestingGuard {
   static constexpr size_t kMaxStackMargin = 256 * 1024;
   static constexpr size_t kMinStackMargin = 24 * 1024;
 
-  struct ThreadStack {
-    bool known = false;
-    uintptr_t low = 0;  // lowest usable address; 0 when the bounds are unknown
+  // One per thread, found with one thread-local lookup per guard (in a shared library each
+  // lookup is a call).
+  struct ThreadState {
+    int depth = 0;  // levels entered on this thread
+    bool stackKnown = false;
+    uintptr_t low = 0;  // lowest usable address of the thread's stack; 0 when unknown
     uintptr_t high = 0;
     size_t margin = 0;
   };
 
   // The calling thread's stack bounds, asked once per thread (for the main thread glibc reads
   // /proc/self/maps).
-  static const ThreadStack& threadStack() {
-    if (!tStack_.known) {
-      tStack_.known = true;
+  const ThreadState& threadStack() {
+    if (!thread_.stackKnown) {
+      thread_.stackKnown = true;
       pthread_attr_t attributes;
       if (pthread_getattr_np(pthread_self(), &attributes) == 0) {
         void* address = nullptr;
         size_t size = 0;
         if (pthread_attr_getstack(&attributes, &address, &size) == 0 && size > 0) {
-          tStack_.low = reinterpret_cast<uintptr_t>(address);
-          tStack_.high = tStack_.low + size;
-          tStack_.margin = std::clamp(size / 4, kMinStackMargin, kMaxStackMargin);
+          thread_.low = reinterpret_cast<uintptr_t>(address);
+          thread_.high = thread_.low + size;
+          thread_.margin = std::clamp(size / 4, kMinStackMargin, kMaxStackMargin);
         }
         pthread_attr_destroy(&attributes);
       }
     }
-    return tStack_;
+    return thread_;
   }
 
   [[noreturn]] void refuse(const std::string& why) {
@@ -212,16 +215,15 @@ class NestingGuard {
     throw py::error_already_set();
   }
 
+  ThreadState& thread_;
   Kind kind_;
   int outer_;
   bool refused_ = false;
 
-  static thread_local int tDepth_;
-  static thread_local ThreadStack tStack_;
+  static thread_local ThreadState tThread_;
 };
 
-thread_local int NestingGuard::tDepth_ = 0;
-thread_local NestingGuard::ThreadStack NestingGuard::tStack_;
+thread_local NestingGuard::ThreadState NestingGuard::tThread_;
 
 }  // namespace
 
