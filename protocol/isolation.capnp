@@ -153,7 +153,10 @@ enum Op {
   iter @14;        # iter(t)
   next @15;        # next(t); StopIteration crosses as an error
   compare @16;     # the rich comparison `name` (__lt__, __le__, __eq__, __ne__, __gt__, __ge__)
-                   # applied as the operator would: t < a[0] and so on
+                   # of t with a[0], by type(t)'s own comparison slot only: NotImplemented when
+                   # it declines (or has none). The sender then tries the reflected method and
+                   # the default locally, as Python does; the receiver never tries a[0]'s method,
+                   # which for the sender's object would send the comparison back (ping-pong)
   bool @17;        # bool(t)
   hash @18;        # hash(t) -> int
   special @19;     # type(t).name(t, *a): a special method looked up on the type, as the
