@@ -208,3 +208,44 @@ def test_a_binary_operator_the_remote_type_declines_comes_back_as_not_implemente
     # Python adds them; until Fractions cross by value (issue 12) the child sees a proxy and
     # declines, and so does the parent's Fraction: a TypeError, not a bounce.
     assert result['fraction_local'] == 'Fraction' or result['fraction_local'][0] == 'TypeError'
+
+
+def test_a_comparison_the_remote_object_declines_is_decided_by_the_local_one():
+    result = run_parent('''
+        meet = ctx.load_module('isofix_meet')
+
+        class LocalAnswers:
+            def __eq__(self, other):
+                return 'local __eq__'
+
+            def __gt__(self, other):
+                return 'local __gt__'
+
+        class LocalDeclines:
+            def __eq__(self, other):
+                return NotImplemented
+
+            def __lt__(self, other):
+                return NotImplemented
+
+        declines, answers = meet.Declines(), meet.Answers()
+        print(json.dumps({
+            # The child's method declines: Python tries the parent's reflected method.
+            'remote_declines_eq': declines == LocalAnswers(),
+            'remote_declines_lt': declines < LocalAnswers(),
+            # Both decline: == falls back to identity, < is a TypeError.
+            'both_decline_eq': declines == LocalDeclines(),
+            'itself': declines == declines,
+            'both_decline_lt': outcome(lambda: declines < LocalDeclines()),
+            # The parent's method declines: Python tries the child's reflected method, there.
+            'local_declines_eq': LocalDeclines() == answers,
+            'local_declines_lt': LocalDeclines() < answers,
+        }))
+    ''')
+    assert result == {
+        'remote_declines_eq': 'local __eq__', 'remote_declines_lt': 'local __gt__',
+        'both_decline_eq': False, 'itself': True,
+        'both_decline_lt': ['TypeError', "'<' not supported between instances of 'Declines' and "
+                                         "'LocalDeclines'"],
+        'local_declines_eq': 'remote __eq__', 'local_declines_lt': 'remote __gt__',
+    }
