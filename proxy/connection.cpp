@@ -3,6 +3,7 @@
 
 #include "proxy/child_server.h"
 #include "runtime/child_main.h"
+#include "runtime/peer_text.h"
 
 #include <fcntl.h>
 #include <kj/debug.h>
@@ -281,7 +282,8 @@ Termination Connection::finish(Termination termination, Deadline crashReportDead
   return termination;
 }
 
-void Connection::connectionLost(Loss loss, const std::string& detail) {
+void Connection::connectionLost(Loss loss, const std::string& rawDetail) {
+  std::string detail = peerText(rawDetail);  // it may quote what the child sent
   std::string accumulated;
   Termination t;
   TerminationError::Kind kind = TerminationError::Kind::kCrash;

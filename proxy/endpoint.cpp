@@ -6,6 +6,7 @@
 #include "proxy/specials.h"
 #include "protocol/limits.h"
 #include "runtime/child_main.h"
+#include "runtime/peer_text.h"
 #include "runtime/process_id.h"
 #include "runtime/shared_rings.h"
 #include "runtime/termination.h"
@@ -32,9 +33,8 @@ constexpr double kInterruptGraceSeconds = 2.0;
 // How often a parent's wait wakes up to run Python signal handlers.
 constexpr int kSignalCheckMillis = 100;
 
-std::string kjDescription(const kj::Exception& e) {
-  return std::string(e.getDescription().cStr());
-}
+// A kj description, which may quote what the peer sent, as valid UTF-8.
+std::string kjDescription(const kj::Exception& e) { return peerText(e.getDescription().cStr()); }
 
 bool wantsTraceback(const py::error_already_set& error, wire::Op op) {
   if (error.matches(PyExc_StopIteration) || error.matches(PyExc_StopAsyncIteration)) return false;
@@ -84,7 +84,10 @@ PyObject* lookupInMro(PyTypeObject* type, PyObject* name) {
   return nullptr;
 }
 
-std::string readerText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+// A text field of a peer's message (a name, a doc string), as valid UTF-8 whatever it holds.
+std::string readerText(capnp::Text::Reader text) {
+  return peerText(std::string_view(text.cStr(), text.size()));
+}
 
 // Builtin iterator types over containers: next() has no side effects beyond advancing, so the
 // peer may fetch their items in batches.
