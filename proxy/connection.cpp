@@ -178,6 +178,13 @@ Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
       endpoint_(std::make_shared<Endpoint>(std::move(socket), Role::kParent)) {
   endpoint_->setObserver(this);
   endpoint_->setPeerPid(child_.pid());
+  // The child's death ends every wait for it, even while a process it started (which inherited
+  // its socket) keeps the connection open. The channel gets a pidfd of its own: ours is closed
+  // when the child is reaped, perhaps while another thread waits.
+  if (child_.pidfd() >= 0) {
+    int pidfd = ::fcntl(child_.pidfd(), F_DUPFD_CLOEXEC, 0);
+    if (pidfd >= 0) endpoint_->channel().watchPeerExit(UniqueFd(pidfd));
+  }
   // Captured output is read whenever the parent waits for the child, so a child writing a lot
   // never blocks on a full pipe, and only the tail is kept.
   if (stdoutPipe_) {
