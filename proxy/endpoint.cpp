@@ -173,6 +173,30 @@ UniqueFd Endpoint::takeFd(uint32_t index) {
 
 void Endpoint::setPeerPid(pid_t pid) { peerMemory_ = PeerMemory(pid); }
 
+void Endpoint::setProxyOwner(py::handle owner) {
+  if (owner.is_none()) {
+    proxyOwner_ = py::object();
+    return;
+  }
+  PyObject* ref = PyWeakref_NewRef(owner.ptr(), nullptr);
+  if (ref == nullptr) throw py::error_already_set();
+  proxyOwner_ = py::reinterpret_steal<py::object>(ref);
+}
+
+PyObject* Endpoint::proxyOwner() const {
+  if (!proxyOwner_) return nullptr;
+  PyObject* owner = PyObject_CallNoArgs(proxyOwner_.ptr());  // the referent, or None
+  if (owner == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  if (owner == Py_None) {
+    Py_DECREF(owner);
+    return nullptr;
+  }
+  return owner;
+}
+
 PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, char* into) {
   // Runs without the GIL when `into` is set: nothing Python here.
   if (role_ == Role::kChild) {

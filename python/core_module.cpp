@@ -263,6 +263,9 @@ PYBIND11_MODULE(_core, m) {
       .def("interrupt", [](pi::Connection& c) { c.interruptPeer(); })
       .def("set_restart_hook",
            [](pi::Connection& c, py::object hook) { c.endpoint()->setRestartHook(hook); })
+      .def("set_proxy_owner",
+           [](pi::Connection& c, py::object owner) { c.endpoint()->setProxyOwner(owner); },
+           "Every proxy made from now on keeps `owner` (the context) alive while it lives.")
       .def("frame_counts",
            [](pi::Connection& c) {
              // {'sent': {kind: frames}, 'received': {...}}, kinds named as in the schema.
