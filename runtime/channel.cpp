@@ -434,10 +434,12 @@ struct Channel::Impl {
   }
 
   // Sleeps on the socket until a byte arrives (a wake-up or an fd carrier), the deadline passes
-  // (OVERLOADED) or the wait hook throws. At EOF it returns, once, so that the caller looks at
-  // the rings a last time; after that it throws DISCONNECTED.
+  // (OVERLOADED) or the wait hook throws. At EOF (or once the peer process has exited) it
+  // returns, once, so that the caller looks at the rings a last time; after that it throws
+  // DISCONNECTED.
   void sleepOnSocket(const Deadline& deadline) {
     if (peerClosed) {
+      if (peerExited) throwPeerExited();
       kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "peer closed the connection"));
     }
     kj::byte bytes[256];
