@@ -81,6 +81,8 @@ std::string signalName(int signal) {
 TerminationError::TerminationError(Termination termination, Kind kind, std::string detail)
     : termination_(std::move(termination)), kind_(kind), detail_(peerText(detail)) {}
 
+void TerminationError::setCall(std::string call) { call_ = peerText(call); }
+
 ClientStateError::ClientStateError(std::string message) : message_(peerText(message)) {}
 
 }  // namespace pi

@@ -50,7 +50,8 @@ class TerminationError : public std::exception {
   const std::string& detail() const { return detail_; }
   // What was in flight, e.g. "buggy.dragons_here(3)"; filled in by the proxy that made the call.
   const std::string& call() const { return call_; }
-  void setCall(std::string call) { call_ = std::move(call); }
+  // Kept as valid UTF-8 (peerText): it quotes the call's arguments, cut to a length in bytes.
+  void setCall(std::string call);
   const char* what() const noexcept override { return "isolated child terminated"; }
 
  private:

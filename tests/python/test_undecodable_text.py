@@ -83,6 +83,17 @@ def test_a_child_that_dies_between_calls_with_a_report_that_is_not_utf8_is_seen_
     assert_every_ending_api_answers(ctx, pid)
 
 
+def test_a_call_whose_description_cuts_a_character_in_its_arguments_still_reports_the_ending(
+        ctx):
+    bad = ctx.load_module('isofix_bad_text')
+    pid = ctx.pid
+    with pytest.raises(ProcessTerminationError) as caught:
+        bad.die('\u20ac' * 40)  # its repr is cut after 57 bytes, inside a three-byte character
+    assert caught.value.exit_code == 5
+    assert caught.value.call.startswith("isofix_bad_text.die('\u20ac")
+    assert_every_ending_api_answers(ctx, pid)
+
+
 # Answers forged by hand: the `capnp` tool encodes them with an ASCII placeholder where the
 # undecodable bytes go, then the placeholder is replaced (same length: the frame stays valid).
 
