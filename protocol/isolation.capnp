@@ -14,7 +14,9 @@
 # count of sends reaches zero. Id 0 is never used.
 #
 # Trust. The parent trusts nothing the child sends: every field below is validated where it is
-# used, and an invalid one is a protocol error that ends the child.
+# used, and an invalid one is a protocol error that ends the child. `Text` fields from the child
+# (messages, tracebacks, names, doc strings) may hold any bytes: the parent shows ill-formed
+# UTF-8 in them as U+FFFD (runtime/peer_text.h) rather than refusing the message.
 
 @0xa1c8111f51d55767;
 

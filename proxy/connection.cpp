@@ -3,6 +3,7 @@
 
 #include "proxy/child_server.h"
 #include "runtime/child_main.h"
+#include "runtime/peer_text.h"
 
 #include <fcntl.h>
 #include <kj/debug.h>
@@ -177,6 +178,13 @@ Connection::Connection(ChildProcess child, UniqueFd crashPipe, UniqueFd socket,
       endpoint_(std::make_shared<Endpoint>(std::move(socket), Role::kParent)) {
   endpoint_->setObserver(this);
   endpoint_->setPeerPid(child_.pid());
+  // The child's death ends every wait for it, even while a process it started (which inherited
+  // its socket) keeps the connection open. The channel gets a pidfd of its own: ours is closed
+  // when the child is reaped, perhaps while another thread waits.
+  if (child_.pidfd() >= 0) {
+    int pidfd = ::fcntl(child_.pidfd(), F_DUPFD_CLOEXEC, 0);
+    if (pidfd >= 0) endpoint_->channel().watchPeerExit(UniqueFd(pidfd));
+  }
   // Captured output is read whenever the parent waits for the child, so a child writing a lot
   // never blocks on a full pipe, and only the tail is kept.
   if (stdoutPipe_) {
@@ -281,7 +289,8 @@ Termination Connection::finish(Termination termination, Deadline crashReportDead
   return termination;
 }
 
-void Connection::connectionLost(Loss loss, const std::string& detail) {
+void Connection::connectionLost(Loss loss, const std::string& rawDetail) {
+  std::string detail = peerText(rawDetail);  // it may quote what the child sent
   std::string accumulated;
   Termination t;
   TerminationError::Kind kind = TerminationError::Kind::kCrash;

@@ -6,6 +6,7 @@
 #include "proxy/specials.h"
 #include "protocol/limits.h"
 #include "runtime/child_main.h"
+#include "runtime/peer_text.h"
 #include "runtime/process_id.h"
 #include "runtime/shared_rings.h"
 #include "runtime/termination.h"
@@ -33,9 +34,8 @@ constexpr double kInterruptGraceSeconds = 2.0;
 // How often a parent's wait wakes up to run Python signal handlers.
 constexpr int kSignalCheckMillis = 100;
 
-std::string kjDescription(const kj::Exception& e) {
-  return std::string(e.getDescription().cStr());
-}
+// A kj description, which may quote what the peer sent, as valid UTF-8.
+std::string kjDescription(const kj::Exception& e) { return peerText(e.getDescription().cStr()); }
 
 bool wantsTraceback(const py::error_already_set& error, wire::Op op) {
   if (error.matches(PyExc_StopIteration) || error.matches(PyExc_StopAsyncIteration)) return false;
@@ -97,7 +97,10 @@ std::string describeError(const py::error_already_set& error) {
   return out;
 }
 
-std::string readerText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+// A text field of a peer's message (a name, a doc string), as valid UTF-8 whatever it holds.
+std::string readerText(capnp::Text::Reader text) {
+  return peerText(std::string_view(text.cStr(), text.size()));
+}
 
 // Builtin iterator types over containers: next() has no side effects beyond advancing, so the
 // peer may fetch their items in batches.
@@ -293,6 +296,30 @@ UniqueFd Endpoint::takeFd(uint32_t index) {
 }
 
 void Endpoint::setPeerPid(pid_t pid) { peerMemory_ = PeerMemory(pid); }
+
+void Endpoint::setProxyOwner(py::handle owner) {
+  if (owner.is_none()) {
+    proxyOwner_ = py::object();
+    return;
+  }
+  PyObject* ref = PyWeakref_NewRef(owner.ptr(), nullptr);
+  if (ref == nullptr) throw py::error_already_set();
+  proxyOwner_ = py::reinterpret_steal<py::object>(ref);
+}
+
+PyObject* Endpoint::proxyOwner() const {
+  if (!proxyOwner_) return nullptr;
+  PyObject* owner = PyObject_CallNoArgs(proxyOwner_.ptr());  // the referent, or None
+  if (owner == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  if (owner == Py_None) {
+    Py_DECREF(owner);
+    return nullptr;
+  }
+  return owner;
+}
 
 PeerMemory::Access Endpoint::readPeerMemory(uint64_t address, uint64_t size, char* into) {
   // Runs without the GIL when `into` is set: nothing Python here.

@@ -129,6 +129,16 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   void setRestartHook(py::object hook) { restartHook_ = std::move(hook); }
   const py::object& restartHook() const { return restartHook_; }
 
+  // What every proxy made from now on keeps alive: the parent's IsolationContext, so that the
+  // child (and what supervises it) lives while a proxy of it does, even when the user dropped
+  // the context object. The endpoint itself holds only a weak reference (the context owns the
+  // connection that owns this endpoint); each proxy holds a strong one that the garbage
+  // collector sees, so a cycle through a proxy and its context is collected. `owner` must
+  // support weak references; None for none. Requires the GIL.
+  void setProxyOwner(py::handle owner);
+  // The owner as a new reference, or null when there is none (or it is gone).
+  PyObject* proxyOwner() const;
+
   // Makes `fresh`'s import-table entry belong to `old` (which takes over fresh's id): used when
   // a module proxy of an ended child is re-pointed to the module in a new child.
   void adoptImport(uint64_t id, PyObject* fresh, PyObject* old);
@@ -255,6 +265,7 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   Deadline staleDeadline_;
   double defaultTimeout_ = -1;
   py::object restartHook_;
+  py::object proxyOwner_;  // a weakref.ref, or null
 
   // Types whose TypeInfo the peer has been sent (ids in our export table).
   std::unordered_set<uint64_t> describedTypes_;

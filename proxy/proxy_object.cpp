@@ -31,6 +31,9 @@ struct ProxyObject {
   bool batchEnded;
   bool isModule;
   uint64_t id;
+  // What keeps the proxy's child alive while the proxy lives (the parent's IsolationContext, see
+  // Endpoint::setProxyOwner), a strong reference visited by the garbage collector; or null.
+  PyObject* owner;
   alignas(std::shared_ptr<Endpoint>) unsigned char endpointStorage[sizeof(std::shared_ptr<Endpoint>)];
 };
 
@@ -307,6 +310,7 @@ PyMethodDef gBaseMethods[] = {
 };
 
 void proxyDealloc(PyObject* self) {
+  PyObject_GC_UnTrack(self);
   ProxyObject* proxy = asProxy(self);
   if (proxy->weakrefs != nullptr) PyObject_ClearWeakRefs(self);
   std::shared_ptr<Endpoint>& endpoint = endpointOf(self);
@@ -314,7 +318,26 @@ void proxyDealloc(PyObject* self) {
   endpoint.~shared_ptr();
   Py_CLEAR(proxy->label);
   Py_CLEAR(proxy->batch);
+  // Last: letting the owner go may end the child (its context's last reference).
+  Py_CLEAR(proxy->owner);
   Py_TYPE(self)->tp_free(self);
+}
+
+// The references a garbage cycle can run through: the owner (a proxy kept in its own
+// context's attributes) and the items fetched ahead (which may be proxies).
+int proxyTraverse(PyObject* self, visitproc visit, void* arg) {
+  ProxyObject* proxy = asProxy(self);
+  Py_VISIT(proxy->owner);
+  Py_VISIT(proxy->batch);
+  return 0;
+}
+
+int proxyClear(PyObject* self) {
+  ProxyObject* proxy = asProxy(self);
+  Py_CLEAR(proxy->batch);
+  proxy->batchIndex = 0;
+  Py_CLEAR(proxy->owner);
+  return 0;
 }
 
 }  // namespace
@@ -326,8 +349,11 @@ PyTypeObject* readyProxyBaseType() {
   t.tp_name = "process_isolation.Proxy";
   t.tp_doc = "Base class of every proxy for an object living in an isolated child.";
   t.tp_basicsize = sizeof(ProxyObject);
-  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE;
+  t.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC;
   t.tp_dealloc = proxyDealloc;
+  t.tp_traverse = proxyTraverse;
+  t.tp_clear = proxyClear;
+  t.tp_free = PyObject_GC_Del;
   t.tp_getattro = proxyGetattro;
   t.tp_setattro = proxySetattro;
   t.tp_repr = proxyRepr;
@@ -389,6 +415,7 @@ py::object newProxy(py::handle proxyType, std::shared_ptr<Endpoint> endpoint, ui
   proxy->batchSize = 0;
   proxy->batchEnded = false;
   proxy->isModule = false;
+  proxy->owner = endpointOf(object)->proxyOwner();
   return py::reinterpret_steal<py::object>(object);
 }
 
@@ -465,6 +492,7 @@ void adoptProxy(py::handle old, py::handle fresh) {
   endpoint->adoptImport(f->id, fresh.ptr(), old.ptr());
   endpointOf(old.ptr()) = endpoint;
   o->id = f->id;
+  std::swap(o->owner, f->owner);  // the new child's owner (the same context, in practice)
   endpointOf(fresh.ptr()).reset();  // inert: its deallocation releases nothing
   Py_CLEAR(o->batch);
 }

@@ -1,6 +1,8 @@
 // A Python exception crossing the connection: encoded from the raising side, raised on the other.
 #include "proxy/remote_error.h"
 
+#include "runtime/peer_text.h"
+
 #include <kj/debug.h>
 
 namespace pi {
@@ -87,20 +89,21 @@ py::object decodeError(ValueCodec& codec, wire::Error::Reader in) {
     exception = makeException(type, args);
   } catch (py::error_already_set&) {
     PyErr_Clear();
+    std::string message = peerText(std::string_view(in.getMessage().cStr(), in.getMessage().size()));
     exception = py::reinterpret_steal<py::object>(PyObject_CallFunction(
-        PyExc_RuntimeError, "s#", in.getMessage().cStr(), Py_ssize_t(in.getMessage().size())));
+        PyExc_RuntimeError, "s#", message.c_str(), Py_ssize_t(message.size())));
     if (!exception) throw py::error_already_set();
   }
   if (in.hasException() && in.getException().which() != wire::Value::NONE) {
     py::object remote = codec.decode(in.getException());
     if (PyObject_SetAttrString(exception.ptr(), "_pi_remote", remote.ptr()) != 0) PyErr_Clear();
     // str() of the exception is the one the raising side made (its class may define __str__).
-    py::str message(std::string(in.getMessage().cStr(), in.getMessage().size()));
+    py::str message(peerText(std::string_view(in.getMessage().cStr(), in.getMessage().size())));
     if (PyObject_SetAttrString(exception.ptr(), "_pi_message", message.ptr()) != 0) PyErr_Clear();
   }
   auto traceback = in.getTraceback();
   if (traceback.size() > 0) {
-    py::object cause = makeCause(std::string(traceback.cStr(), traceback.size()));
+    py::object cause = makeCause(peerText(std::string_view(traceback.cStr(), traceback.size())));
     PyException_SetCause(exception.ptr(), cause.release().ptr());  // steals
   }
   return exception;

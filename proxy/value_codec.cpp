@@ -2,6 +2,7 @@
 #include "proxy/value_codec.h"
 
 #include "protocol/limits.h"
+#include "runtime/peer_text.h"
 
 #include <kj/debug.h>
 
@@ -337,7 +338,7 @@ py::object ValueCodec::decode(wire::Value::Reader in) {
         if (PyObject_SetAttrString(exception.ptr(), "_pi_remote", original.ptr()) != 0) {
           PyErr_Clear();
         }
-        py::str message(std::string(in_.getMessage().cStr(), in_.getMessage().size()));
+        py::str message(peerText(std::string_view(in_.getMessage().cStr(), in_.getMessage().size())));
         if (PyObject_SetAttrString(exception.ptr(), "_pi_message", message.ptr()) != 0) {
           PyErr_Clear();
         }

@@ -3,6 +3,7 @@
 #include "proxy/connection.h"
 #include "runtime/child_main.h"
 #include "runtime/fork_server.h"
+#include "runtime/peer_text.h"
 #include "proxy/endpoint.h"
 #include "proxy/proxy_object.h"
 #include "runtime/termination.h"
@@ -65,7 +66,8 @@ void translate(std::exception_ptr failure) {
     py::object cls = errorsModule().attr("ClientStateError");
     PyErr_SetObject(cls.ptr(), cls(error.what()).ptr());
   } catch (const kj::Exception& error) {
-    std::string text = error.getDescription().cStr();
+    // The description may quote what the child sent.
+    std::string text = pi::peerText(error.getDescription().cStr());
     switch (error.getType()) {
       case kj::Exception::Type::OVERLOADED:
         PyErr_SetString(PyExc_TimeoutError, text.c_str());
@@ -261,6 +263,9 @@ PYBIND11_MODULE(_core, m) {
       .def("interrupt", [](pi::Connection& c) { c.interruptPeer(); })
       .def("set_restart_hook",
            [](pi::Connection& c, py::object hook) { c.endpoint()->setRestartHook(hook); })
+      .def("set_proxy_owner",
+           [](pi::Connection& c, py::object owner) { c.endpoint()->setProxyOwner(owner); },
+           "Every proxy made from now on keeps `owner` (the context) alive while it lives.")
       .def("frame_counts",
            [](pi::Connection& c) {
              // {'sent': {kind: frames}, 'received': {...}}, kinds named as in the schema.

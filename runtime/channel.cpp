@@ -16,6 +16,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -84,6 +85,11 @@ inline void cpuRelax() {
   kj::throwFatalException(KJ_EXCEPTION(FAILED, "socket error", what, ec.message()));
 }
 
+[[noreturn]] void throwPeerExited() {
+  kj::throwFatalException(KJ_EXCEPTION(
+      DISCONNECTED, "peer process exited (another process still holds its end of the connection)"));
+}
+
 // One non-blocking sendmsg of `batch`, with `fds` attached (SCM_RIGHTS) when there are any.
 // Errors as Asio reports them (would_block when the socket buffer is full).
 size_t sendSome(int socket, const std::vector<boost::asio::const_buffer>& batch,
@@ -138,8 +144,6 @@ struct Channel::Impl {
   int hookPeriodMillis = 0;
   bool isShutdown = false;
 
-  // Blocks until the socket is ready for `events`, the deadline passes (OVERLOADED) or the hook
-  // throws.
   struct Drain {
     int fd;
     std::function<void(const char*, size_t)> sink;
@@ -163,6 +167,22 @@ struct Channel::Impl {
     }
   }
 
+  // The peer process's pidfd (watchPeerExit), or empty; set once it was seen to have exited.
+  UniqueFd peerPidfd;
+  bool peerExited = false;
+
+  // True once the watched peer process has exited (false when none is watched). One poll.
+  bool checkPeerExited() {
+    if (!peerExited && peerPidfd) {
+      pollfd pfd{peerPidfd.get(), POLLIN, 0};
+      if (::poll(&pfd, 1, 0) > 0) peerExited = true;
+    }
+    return peerExited;
+  }
+
+  // Blocks until the socket is ready for `events`, the deadline passes (OVERLOADED), the hook
+  // throws or the watched peer process has exited: then a wait for POLLOUT throws DISCONNECTED,
+  // and a wait for POLLIN returns (with peerExited set), so the caller reads what is buffered.
   void wait(short events, const Deadline& deadline) {
     std::vector<pollfd> fds;
     auto lastHook = std::chrono::steady_clock::now();
@@ -170,17 +190,27 @@ struct Channel::Impl {
       if (deadline.expired()) {
         kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "deadline passed while waiting for the peer"));
       }
+      if (peerExited) {
+        if (events & POLLOUT) throwPeerExited();
+        return;
+      }
       fds.assign(1, pollfd{socket.native_handle(), events, 0});
       for (auto& drain : drains) fds.push_back(pollfd{drain.fd, POLLIN, 0});
+      size_t pidfdIndex = fds.size();
+      if (peerPidfd) fds.push_back(pollfd{peerPidfd.get(), POLLIN, 0});
       int timeout = deadline.pollMillis(hookPeriodMillis > 0 && waitHook ? hookPeriodMillis
                                                                          : std::numeric_limits<int>::max());
       int n = ::poll(fds.data(), nfds_t(fds.size()), timeout);
       if (n > 0) {
         // Drain output pipes first, back to front so that erasing keeps indexes valid.
-        for (size_t i = fds.size(); i-- > 1;) {
+        for (size_t i = pidfdIndex; i-- > 1;) {
           if (fds[i].revents != 0) drainOne(i - 1);
         }
         if (fds[0].revents != 0) return;  // the socket is ready, or reports an error next call
+        if (pidfdIndex < fds.size() && fds[pidfdIndex].revents != 0) {
+          peerExited = true;
+          continue;
+        }
         // A child flooding its output must not starve the hook (Ctrl-C handling).
         if (waitHook && hookPeriodMillis > 0 &&
             std::chrono::steady_clock::now() - lastHook >= std::chrono::milliseconds(hookPeriodMillis)) {
@@ -282,9 +312,11 @@ struct Channel::Impl {
       boost::system::error_code ec;
       size_t n;
       bool expired = deadline.expired();
-      if (drains.empty() && !expired) {
+      if (drains.empty() && !expired && !peerExited) {
         int cap = waitHook && hookPeriodMillis > 0 ? hookPeriodMillis
                                                     : std::numeric_limits<int>::max();
+        // The blocking read cannot watch the pidfd: it wakes up to look at it now and then.
+        if (peerPidfd) cap = std::min(cap, int(Channel::kPeerExitCheckMillis));
         int millis = deadline.pollMillis(cap);
         if (millis == 0) millis = 1;  // 0 would mean "no timeout" to SO_RCVTIMEO
         if (millis != receiveTimeoutMillis) {
@@ -302,10 +334,13 @@ struct Channel::Impl {
       }
       if (!ec) return n;
       if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) {
+        // Nothing buffered is left: a peer process that has exited will send nothing more.
+        if (peerExited) throwPeerExited();
         if (!drains.empty()) {
           wait(POLLIN, deadline);
           continue;
         }
+        if (checkPeerExited()) continue;  // read once more without waiting, then fail
         if (deadline.expired()) {
           kj::throwFatalException(
               KJ_EXCEPTION(OVERLOADED, "deadline passed while waiting for the peer"));
@@ -399,10 +434,12 @@ struct Channel::Impl {
   }
 
   // Sleeps on the socket until a byte arrives (a wake-up or an fd carrier), the deadline passes
-  // (OVERLOADED) or the wait hook throws. At EOF it returns, once, so that the caller looks at
-  // the rings a last time; after that it throws DISCONNECTED.
+  // (OVERLOADED) or the wait hook throws. At EOF (or once the peer process has exited) it
+  // returns, once, so that the caller looks at the rings a last time; after that it throws
+  // DISCONNECTED.
   void sleepOnSocket(const Deadline& deadline) {
     if (peerClosed) {
+      if (peerExited) throwPeerExited();
       kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "peer closed the connection"));
     }
     kj::byte bytes[256];
@@ -642,6 +679,10 @@ void Channel::addDrain(int fd, std::function<void(const char*, size_t)> sink) {
 
 void Channel::clearDrains() {
   if (impl_) impl_->drains.clear();
+}
+
+void Channel::watchPeerExit(UniqueFd pidfd) {
+  if (impl_) impl_->peerPidfd = std::move(pidfd);
 }
 
 void Channel::abandon() {

@@ -20,7 +20,8 @@ class SharedRings;
 // thread (no threads, no process-wide signal handlers); blocking waits honour a Deadline.
 //
 // Errors are kj exceptions whose type says how to react:
-//   DISCONNECTED  the peer closed its end or reset the connection (EOF, ECONNRESET, EPIPE);
+//   DISCONNECTED  the peer closed its end or reset the connection (EOF, ECONNRESET, EPIPE), or
+//                 the peer process exited (see watchPeerExit);
 //   OVERLOADED    the deadline passed;
 //   FAILED        a frame header broke the limits in limits.h, or an unexpected socket error.
 // A Channel is not thread-safe; callers serialize. It is not fork-safe: a forked child must not
@@ -64,6 +65,14 @@ class Channel {
   void addDrain(int fd, std::function<void(const char*, size_t)> sink);
   // Forgets every drained fd (their owner is closing them).
   void clearDrains();
+
+  // Also watches `pidfd`, a pidfd of the peer process (owned by the channel from now on): once
+  // the peer has exited, a wait reads what is still buffered (on the socket and in the rings)
+  // and then fails with DISCONNECTED, even while another process (a grandchild that inherited
+  // the peer's end of the socket) keeps the connection open. Waits that poll see the exit at
+  // once; the blocking receive, which is cheaper, sees it within kPeerExitCheckMillis.
+  void watchPeerExit(UniqueFd pidfd);
+  static constexpr int kPeerExitCheckMillis = 100;
 
   // Switches the channel to `rings` (shared memory, see SharedRings): from now on frames travel
   // through the rings, and the socket carries only wake-up bytes and the fds of frames (a

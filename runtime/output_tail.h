@@ -15,7 +15,8 @@ class OutputTail {
   void append(const char* data, size_t size);
 
   // The last `maxLines` complete or partial lines, without a trailing newline; empty when
-  // nothing was written.
+  // nothing was written. Valid UTF-8 whatever the child wrote (see peerText): a character cut
+  // by the capacity is dropped, any other ill-formed byte shows as U+FFFD.
   std::string lastLines(size_t maxLines) const;
 
   // Bytes seen in all, including those no longer kept.

@@ -1,6 +1,8 @@
 // How a child ended, as a value: pid, exit code or signal, core dump, what it printed as it died.
 #include "runtime/termination.h"
 
+#include "runtime/peer_text.h"
+
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -31,7 +33,9 @@ Termination Termination::fromWaitStatus(pid_t pid, int status) {
   return t;
 }
 
-void Termination::setCrashReport(const std::string& report) {
+void Termination::setCrashReport(const std::string& rawReport) {
+  // The child wrote the report: any bytes at all, and a crash may cut a character in half.
+  std::string report = peerText(rawReport);
   childTraceback.clear();
   nativeTraceback.clear();
   size_t at = 0;
@@ -73,5 +77,12 @@ std::string signalName(int signal) {
   if (abbrev != nullptr) return std::string("SIG") + abbrev;
   return "signal " + std::to_string(signal);
 }
+
+TerminationError::TerminationError(Termination termination, Kind kind, std::string detail)
+    : termination_(std::move(termination)), kind_(kind), detail_(peerText(detail)) {}
+
+void TerminationError::setCall(std::string call) { call_ = peerText(call); }
+
+ClientStateError::ClientStateError(std::string message) : message_(peerText(message)) {}
 
 }  // namespace pi

@@ -24,7 +24,8 @@ struct Termination {
   // From a waitpid()/waitid() status word.
   static Termination fromWaitStatus(pid_t pid, int status);
 
-  // Fills childTraceback and nativeTraceback from what the child wrote to its crash pipe.
+  // Fills childTraceback and nativeTraceback from what the child wrote to its crash pipe (any
+  // bytes: kept as valid UTF-8, see peerText).
   void setCrashReport(const std::string& report);
 
   // One line: "killed by SIGSEGV (Segmentation fault), core dumped" or "exited with code 3".
@@ -40,8 +41,8 @@ class TerminationError : public std::exception {
  public:
   enum class Kind { kCrash, kProtocol, kTimeout };
 
-  TerminationError(Termination termination, Kind kind, std::string detail)
-      : termination_(std::move(termination)), kind_(kind), detail_(std::move(detail)) {}
+  // `detail` may quote what the child sent: it is kept as valid UTF-8 (peerText).
+  TerminationError(Termination termination, Kind kind, std::string detail);
 
   const Termination& termination() const { return termination_; }
   Kind kind() const { return kind_; }
@@ -49,7 +50,8 @@ class TerminationError : public std::exception {
   const std::string& detail() const { return detail_; }
   // What was in flight, e.g. "buggy.dragons_here(3)"; filled in by the proxy that made the call.
   const std::string& call() const { return call_; }
-  void setCall(std::string call) { call_ = std::move(call); }
+  // Kept as valid UTF-8 (peerText): it quotes the call's arguments, cut to a length in bytes.
+  void setCall(std::string call);
   const char* what() const noexcept override { return "isolated child terminated"; }
 
  private:
@@ -62,7 +64,8 @@ class TerminationError : public std::exception {
 // Thrown when a proxy or context is used after its child ended or was restarted.
 class ClientStateError : public std::exception {
  public:
-  explicit ClientStateError(std::string message) : message_(std::move(message)) {}
+  // `message` may quote what the child sent: it is kept as valid UTF-8 (peerText).
+  explicit ClientStateError(std::string message);
   const char* what() const noexcept override { return message_.c_str(); }
 
  private:

@@ -134,9 +134,13 @@ class IsolationContext:
         # must start with 'forkserver'.
         self._parent_spans = True
         self._connection = None
-        self._modules = {}
+        # Every proxy of this context's child keeps the context alive (DESIGN.md, "What a proxy
+        # does"), so the context holds its module proxies weakly: when the user's last proxy
+        # and the context are gone, the child is terminated at once, without a garbage cycle.
+        self._modules = weakref.WeakValueDictionary()
         self._module_paths = {}  # name -> the path it was first imported with, for restarts
-        self._registered = {}
+        self._registered = weakref.WeakValueDictionary()
+        self._registering = set()  # names put in sys.modules, so a restart puts them back
         self._termination = None
         self._lock = threading.RLock()
         _live_contexts.add(self)
@@ -196,6 +200,7 @@ class IsolationContext:
             connection.default_timeout = float(self.timeout)
         if self.restart_policy == "auto":
             connection.set_restart_hook(functools.partial(_auto_restart, weakref.ref(self)))
+        connection.set_proxy_owner(self)
         self._connection = connection
         self._termination = None
 
@@ -226,7 +231,7 @@ class IsolationContext:
         """Drops the connection and the modules imported into its child (and their entries in
         sys.modules)."""
         self._connection = None
-        for name, proxy in self._registered.items():
+        for name, proxy in list(self._registered.items()):
             if sys.modules.get(name) is proxy:
                 del sys.modules[name]
         self._registered.clear()
@@ -327,6 +332,7 @@ class IsolationContext:
             if _register and (existing is None or _core.isproxy(existing)):
                 sys.modules[name] = module
                 self._registered[name] = module
+                self._registering.add(name)
             return module
 
     import_module = load_module
@@ -382,7 +388,7 @@ class IsolationContext:
             _core.adopt(proxy, fresh)
             self._modules[name] = proxy
             existing = sys.modules.get(name)
-            if existing is None or _core.isproxy(existing):
+            if name in self._registering and (existing is None or _core.isproxy(existing)):
                 sys.modules[name] = proxy
                 self._registered[name] = proxy
             return True

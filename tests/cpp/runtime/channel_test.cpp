@@ -1,6 +1,7 @@
 // Tests runtime/channel.cpp: frames over a socketpair, partial reads and writes, typed errors.
 #include "runtime/channel.h"
 
+#include "runtime/process_id.h"
 #include "runtime/shared_rings.h"
 
 #include "protocol/isolation.capnp.h"
@@ -12,6 +13,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -550,6 +552,106 @@ TEST(ChannelRings, TheWaitHookRunsWhileAReceiverSleeps) {
   pair.parent->setWaitHook([&] { ++calls; }, 10);
   EXPECT_TRUE(throwsKj(kOverloaded, [&] { pair.parent->receive(Deadline::after(0.3)); }));
   EXPECT_GE(calls, 5);
+}
+
+// ---- the peer process's end ----------------------------------------------------------------
+
+// A process that has exited (a zombie until the guard reaps it), with a pidfd watching it: the
+// peer of a channel whose socket something else (here, the test) keeps open, as a grandchild
+// that inherited it does.
+class ExitedPeer {
+ public:
+  ExitedPeer() {
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + strerror(errno));
+    if (pid_ == 0) ::_exit(0);
+    pidfd_ = openPidfd(pid_);
+  }
+  ~ExitedPeer() {
+    int status;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  bool hasPidfd() const { return bool(pidfd_); }
+  UniqueFd takePidfd() { return std::move(pidfd_); }
+
+ private:
+  pid_t pid_;
+  UniqueFd pidfd_;
+};
+
+#define REQUIRE_PIDFD(peer) \
+  if (!(peer).hasPidfd()) GTEST_SKIP() << "this kernel has no pidfd_open"
+
+TEST(Channel, AReceiveEndsWhenThePeerProcessExitsThoughItsSocketStaysOpen) {
+  auto pair = makeSocketPair();  // pair.b stays open: the grandchild's copy
+  Channel parent(std::move(pair.a));
+  ExitedPeer peer;
+  REQUIRE_PIDFD(peer);
+  parent.watchPeerExit(peer.takePidfd());
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { parent.receive(Deadline::after(kPatience)); },
+                       "peer process exited"));
+  EXPECT_LT(secondsSince(start), 1.0);  // one look every kPeerExitCheckMillis
+}
+
+TEST(Channel, WhatThePeerSentBeforeItExitedIsReadFirst) {
+  auto pair = makeSocketPair();
+  Channel parent(std::move(pair.a));
+  auto bytes = TestMessage(5, 40).bytes();
+  writeAll(pair.b.get(), bytes, bytes.size());
+  ExitedPeer peer;
+  REQUIRE_PIDFD(peer);
+  parent.watchPeerExit(peer.takePidfd());
+  auto frame = parent.receive(Deadline::after(kPatience));
+  expectMessage(frame, 5, 40);
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { parent.receive(Deadline::after(kPatience)); }));
+}
+
+TEST(Channel, AWaitThatDrainsOutputEndsWhenThePeerProcessExits) {
+  auto pair = makeSocketPair();
+  Channel parent(std::move(pair.a));
+  int pipes[2];
+  ASSERT_EQ(::pipe2(pipes, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd readEnd(pipes[0]), writeEnd(pipes[1]);  // the write end stays open too
+  std::string drained;
+  parent.addDrain(readEnd.get(), [&](const char* data, size_t size) { drained.append(data, size); });
+  ASSERT_EQ(::write(writeEnd.get(), "last words", 10), 10);
+  ExitedPeer peer;
+  REQUIRE_PIDFD(peer);
+  parent.watchPeerExit(peer.takePidfd());
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { parent.receive(Deadline::after(kPatience)); }));
+  EXPECT_LT(secondsSince(start), 1.0);
+  EXPECT_EQ(drained, "last words");
+  parent.clearDrains();
+}
+
+TEST(Channel, ASendBlockedOnAFullSocketEndsWhenThePeerProcessExits) {
+  auto pair = makeSocketPair();  // nobody reads pair.b
+  Channel parent(std::move(pair.a));
+  ExitedPeer peer;
+  REQUIRE_PIDFD(peer);
+  parent.watchPeerExit(peer.takePidfd());
+  TestMessage big(9, 16 << 20);  // far more than the socket buffer holds
+  EXPECT_TRUE(throwsKj(kDisconnected,
+                       [&] { sendMessage(parent, big, Deadline::after(kPatience)); },
+                       "peer process exited"));
+}
+
+TEST(ChannelRings, ASleepingReceiverSeesThePeerProcessExitAfterReadingTheRing) {
+  RingPair pair;  // the child's channel stays: its socket stays open
+  TestMessage last(6, 30);
+  sendMessage(*pair.child, last, Deadline::after(kPatience));
+  ExitedPeer peer;
+  REQUIRE_PIDFD(peer);
+  pair.parent->watchPeerExit(peer.takePidfd());
+  auto frame = pair.parent->receive(Deadline::after(kPatience));
+  expectMessage(frame, 6, 30);
+  auto start = Clock::now();
+  EXPECT_TRUE(throwsKj(kDisconnected, [&] { pair.parent->receive(Deadline::after(kPatience)); },
+                       "peer process exited"));
+  EXPECT_LT(secondsSince(start), 1.0);
 }
 
 }  // namespace
