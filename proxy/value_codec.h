@@ -86,6 +86,12 @@ class ValueCodec {
   // an unknown back id.
   py::object decode(wire::Value::Reader in);
 
+  // The out-of-band bytes (Buffer.size) `message` carries, over all its values, for
+  // BufferCodec::admitFrame. Reads only the message's structure, allocates nothing. Returns
+  // kMaxMessageBufferBytes + 1 as soon as it knows the total is over that (any one buffer over
+  // kMaxBufferBytes, too). Throws what capnp throws for a malformed message.
+  static uint64_t outOfBandBytes(wire::Message::Reader message);
+
   // Writes `size` bytes at `data` as a bytearray value: out of band when large (see
   // BufferCodec), inline otherwise. `owner` holds the memory through a buffer export (a
   // PickleBuffer), so it stays in place and keeps its size while `owner` lives; it may be pinned.
