@@ -431,14 +431,19 @@ class _BoundedUnpickler(pickle._Unpickler):
         else:
             top = module.partition(".")[0]
             owner = sys.modules.get(module)
-            # (A module the program imported isolated is a proxy there: not this process's.)
-            if owner is None or _core.isproxy(owner) or _core.isproxy(sys.modules.get(top)):
+            package = sys.modules.get(top)
+            if owner is None or package is None:
                 raise _Refused(
                     f"byvalue() cannot rebuild {module}.{name} because this process has not "
                     f"imported {top}: import {top} in the parent before copying such values "
                     "(process_isolation imports nothing while it rebuilds what a child sent)")
+            if _core.isproxy(owner) or _core.isproxy(package):
+                raise _Refused(
+                    f"byvalue() cannot rebuild {module}.{name} because {top} in this process's "
+                    f"sys.modules is an isolated child's (import_isolated): import {top} for "
+                    "real in the parent before it is imported isolated")
             found = getattr(owner, name)
-            checker = _numpy_checks(sys.modules[top], name)
+            checker = _numpy_checks(package, name)
         self._callables[id(found)] = (found, checker)
         return found
 
