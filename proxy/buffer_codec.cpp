@@ -143,22 +143,24 @@ bool BufferCodec::encodeMemfd(const char* data, size_t size, wire::Buffer::Kind 
   return true;
 }
 
-void BufferCodec::admitFrame(uint64_t frame, uint64_t bytes) {
-  if (bytes == 0) return;
-  KJ_REQUIRE(bytes <= kMaxMessageBufferBytes,
-             "peer sent a message whose buffers are over the size limit of a message", bytes,
-             kMaxMessageBufferBytes);
-  KJ_REQUIRE(decodingBytes_ + bytes <= kMaxDecodingBufferBytes,
+void BufferCodec::admitFrame(uint64_t frame, OutOfBand counted) {
+  if (counted.bytes == 0 && counted.complete) return;
+  KJ_REQUIRE(counted.bytes <= kMaxMessageBufferBytes,
+             "peer sent a message whose buffers are over the size limit of a message",
+             counted.bytes, kMaxMessageBufferBytes);
+  KJ_REQUIRE(decodingBytes_ + counted.bytes <= kMaxDecodingBufferBytes,
              "peer sent a message whose buffers take those being decoded at once over the "
-             "limit of a connection", bytes, decodingBytes_, kMaxDecodingBufferBytes);
-  decoding_.emplace_back(frame, bytes);
-  decodingBytes_ += bytes;
+             "limit of a connection", counted.bytes, decodingBytes_, kMaxDecodingBufferBytes);
+  decoding_.push_back(Decoding{frame, counted});
+  decodingBytes_ += counted.bytes;
+  if (!counted.complete) ++uncounted_;
 }
 
 void BufferCodec::finishedDecoding(uint64_t frame) {
   for (size_t i = 0; i < decoding_.size(); ++i) {
-    if (decoding_[i].first == frame) {
-      decodingBytes_ -= decoding_[i].second;
+    if (decoding_[i].frame == frame) {
+      decodingBytes_ -= decoding_[i].counted.bytes;
+      if (!decoding_[i].counted.complete) --uncounted_;
       decoding_.erase(decoding_.begin() + ptrdiff_t(i));
       return;
     }
@@ -175,6 +177,8 @@ py::object BufferCodec::decode(wire::Buffer::Reader in) {
 }
 
 py::object BufferCodec::decodeChecked(wire::Buffer::Reader in) {
+  KJ_REQUIRE(uncounted_ == 0,
+             "peer sent a buffer in a message too malformed to count what its buffers take");
   uint64_t size = in.getSize();
   KJ_REQUIRE(size <= kMaxBufferBytes, "peer sent a buffer over the size limit", size);
   bool bytes = in.getKind() == wire::Buffer::Kind::BYTES;

@@ -7,7 +7,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 namespace pi {
@@ -15,6 +14,12 @@ namespace pi {
 namespace py = pybind11;
 
 class CodecPeer;
+
+// What the buffers of one message would make the receiver allocate (ValueCodec::outOfBandBytes).
+struct OutOfBand {
+  uint64_t bytes = 0;     // the sum of their sizes
+  bool complete = true;   // false: the message could not be walked to its end
+};
 
 // Sends and receives the payload of large bytes-like values beside the frame rather than in it.
 // Two ways (see Buffer in protocol/isolation.capnp):
@@ -98,12 +103,13 @@ class BufferCodec {
     BufferCodec& codec_;
   };
 
-  // Receiver: counts `bytes`, the out-of-band bytes of the peer's frame `frame` just arrived
-  // (ValueCodec::outOfBandBytes), against the limits, before any of them is allocated. Throws kj
+  // Receiver: counts the out-of-band bytes of the peer's frame `frame` just arrived
+  // (ValueCodec::outOfBandBytes) against the limits, before any of them is allocated. Throws kj
   // FAILED when the frame carries more than kMaxMessageBufferBytes, or when the frames being
   // decoded at once would then carry more than kMaxDecodingBufferBytes. finishedDecoding(frame)
-  // gives them back.
-  void admitFrame(uint64_t frame, uint64_t bytes);
+  // gives them back. While a frame whose buffers could not all be counted is being decoded,
+  // decode() refuses every buffer.
+  void admitFrame(uint64_t frame, OutOfBand counted);
   void finishedDecoding(uint64_t frame);
   uint64_t decodingBytes() const { return decodingBytes_; }
 
@@ -179,9 +185,14 @@ class BufferCodec {
   CodecPeer& peer_;
   bool sendSpans_ = false;
   std::vector<uint64_t> outgoing_;  // out-of-band bytes of each message being encoded
-  // The frames being decoded that carry buffers: (frame number, out-of-band bytes).
-  std::vector<std::pair<uint64_t, uint64_t>> decoding_;
+  // The frames being decoded that carry buffers, or could not be counted.
+  struct Decoding {
+    uint64_t frame;
+    OutOfBand counted;
+  };
+  std::vector<Decoding> decoding_;
   uint64_t decodingBytes_ = 0;
+  int uncounted_ = 0;  // frames in decoding_ that are not `complete`
   std::vector<Pin> pins_;
   uint64_t nextPinSequence_ = 1;
   uint64_t pinnedBytes_ = 0;

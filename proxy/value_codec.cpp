@@ -30,7 +30,8 @@ kj::ArrayPtr<const kj::byte> utf8Of(py::handle object, py::object& keepAlive) {
 }
 
 // Adds the out-of-band bytes of `value` (and everything in it) to `total`; returns false, with
-// `total` over kMaxMessageBufferBytes, once it is over.
+// `total` over kMaxMessageBufferBytes, once it is over. Visits every value the decoders do
+// (ValueCodec::decode, decodeError, the dispatcher's arguments, a mirrored class's bases).
 bool addOutOfBand(wire::Value::Reader value, uint64_t& total);
 
 bool addOutOfBand(capnp::List<wire::Value>::Reader values, uint64_t& total) {
@@ -66,7 +67,8 @@ bool addOutOfBand(wire::Value::Reader value, uint64_t& total) {
       return true;
     case wire::Value::EXCEPTION: {
       auto exception = value.getException();
-      return addOutOfBand(exception.getArgs(), total) && addOutOfBand(exception.getCls(), total) &&
+      return (exception.getType().size() > 0 || addOutOfBand(exception.getCls(), total)) &&
+             addOutOfBand(exception.getArgs(), total) &&
              addOutOfBand(exception.getOriginal(), total);
     }
     case wire::Value::SLICE: {
@@ -86,16 +88,28 @@ bool addOutOfBand(wire::Value::Reader value, uint64_t& total) {
 
 }  // namespace
 
-uint64_t ValueCodec::outOfBandBytes(wire::Message::Reader message) {
-  uint64_t total = 0;
+OutOfBand ValueCodec::outOfBandBytes(wire::Message::Reader message) {
+  OutOfBand counted;
+  try {
+    countOutOfBand(message, counted.bytes);
+  } catch (kj::Exception&) {
+    // Too deep, over the traversal limit, a bad pointer: its decoding fails too (answered as a
+    // malformed request, or ending the connection), but perhaps only after buffers this walk
+    // did not get to. BufferCodec refuses those.
+    counted.complete = false;
+  }
+  return counted;
+}
+
+void ValueCodec::countOutOfBand(wire::Message::Reader message, uint64_t& total) {
   switch (message.which()) {
     case wire::Message::REQUEST: {
       auto request = message.getRequest();
-      if (!addOutOfBand(request.getArgs(), total)) return total;
+      if (!addOutOfBand(request.getArgs(), total)) return;
       for (auto kwarg : request.getKwargs()) {
-        if (!addOutOfBand(kwarg.getValue(), total)) return total;
+        if (!addOutOfBand(kwarg.getValue(), total)) return;
       }
-      return total;
+      return;
     }
     case wire::Message::RESPONSE: {
       auto response = message.getResponse();
@@ -106,10 +120,10 @@ uint64_t ValueCodec::outOfBandBytes(wire::Message::Reader message) {
         (void)(addOutOfBand(error.getType(), total) && addOutOfBand(error.getArgs(), total) &&
                addOutOfBand(error.getException(), total));
       }
-      return total;
+      return;
     }
     default:
-      return 0;  // releases, hello, setup, goodbye: no values
+      return;  // releases, hello, setup, goodbye: no values
   }
 }
 

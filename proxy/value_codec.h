@@ -87,10 +87,11 @@ class ValueCodec {
   py::object decode(wire::Value::Reader in);
 
   // The out-of-band bytes (Buffer.size) `message` carries, over all its values, for
-  // BufferCodec::admitFrame. Reads only the message's structure, allocates nothing. Returns
-  // kMaxMessageBufferBytes + 1 as soon as it knows the total is over that (any one buffer over
-  // kMaxBufferBytes, too). Throws what capnp throws for a malformed message.
-  static uint64_t outOfBandBytes(wire::Message::Reader message);
+  // BufferCodec::admitFrame. Reads only the message's structure, allocates nothing. The bytes
+  // are more than kMaxMessageBufferBytes as soon as it knows the total is over that (any one
+  // buffer over kMaxBufferBytes, too). Throws nothing: a message too malformed to walk to its
+  // end (too deep, say) is not `complete`.
+  static OutOfBand outOfBandBytes(wire::Message::Reader message);
 
   // Writes `size` bytes at `data` as a bytearray value: out of band when large (see
   // BufferCodec), inline otherwise. `owner` holds the memory through a buffer export (a
@@ -101,6 +102,7 @@ class ValueCodec {
   BufferCodec& buffers() { return buffers_; }
 
  private:
+  static void countOutOfBand(wire::Message::Reader message, uint64_t& total);
   void encodeBigInt(py::handle object, wire::Value::Builder out);
   py::object decodeBigInt(capnp::Data::Reader data);
 

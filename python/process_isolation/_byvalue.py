@@ -89,11 +89,14 @@ ALLOWED_GLOBALS = frozenset(
     | _NUMPY_GLOBALS
 )
 
-# Bounds on one rebuilt value. An int of up to 2**20 bits (315,653 digits) hashes, converts and
-# takes part in a Fraction's gcd in milliseconds; a string (Decimal, path part) of up to 1 MiB
-# parses in linear time. The work of all steps together may be WORK_PER_BYTE per byte of the
-# pickle (and of its buffers) plus BASE_WORK: an honest pickle does about one unit per byte.
+# Bounds on one rebuilt value. An int of up to 2**20 bits (315,653 digits) is made and hashed in
+# linear time (60 us to hash); a Fraction's terms go through a gcd, quadratic: two of 2**16 bits
+# take 21 ms (2**20 bits: 6.5 s). A string (Decimal, path part) of up to 1 Mi characters parses
+# in linear time (a Decimal of 1 Mi digits: 32 ms). The work of all steps together may be
+# WORK_PER_BYTE per byte of the pickle (and of its buffers) plus BASE_WORK: an honest pickle does
+# about one unit per byte.
 MAX_INT_BITS = 1 << 20
+MAX_FRACTION_BITS = 1 << 16
 MAX_TEXT_CHARS = 1 << 20
 WORK_PER_BYTE = 4
 BASE_WORK = 1 << 20
@@ -243,6 +246,9 @@ def _fraction(unpickler, func, args):
         _refuse("a Fraction made from other arguments than two ints")
     numerator = _check_int(args[0], "Fraction")
     denominator = _check_int(args[1], "Fraction")
+    bits = max(numerator.bit_length(), denominator.bit_length())
+    if bits > MAX_FRACTION_BITS:
+        _refuse(f"a Fraction of {bits}-bit terms (at most {MAX_FRACTION_BITS})")
     unpickler.charge((numerator.bit_length() + denominator.bit_length()) // 64 + 1)
     return fractions.Fraction(numerator, denominator)
 

@@ -827,13 +827,13 @@ TEST_F(ValueCodecTest, CountsTheOutOfBandBytesOfEveryValueInAMessage) {
   setBuffer(exception.initArgs(1)[0], 1000);
   setBuffer(exception.initOriginal().initSlice().initStep(), 10000);
   setBuffer(request.initKwargs(1)[0].initValue().initFrozenset(1)[0], 100000);
-  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()), 111111u);
+  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes, 111111u);
 
   capnp::MallocMessageBuilder answer;
   auto error = answer.initRoot<wire::Message>().initResponse().initError();
   setBuffer(error.initArgs(1)[0].initSet(1)[0], 7);
   setBuffer(error.initException().initRef().initClassInfo().initBases(1)[0], 8);
-  EXPECT_EQ(ValueCodec::outOfBandBytes(answer.getRoot<wire::Message>().asReader()), 15u);
+  EXPECT_EQ(ValueCodec::outOfBandBytes(answer.getRoot<wire::Message>().asReader()).bytes, 15u);
 }
 
 TEST_F(ValueCodecTest, SaysAMessageIsOverTheLimitWithoutWrappingAround) {
@@ -845,27 +845,29 @@ TEST_F(ValueCodecTest, SaysAMessageIsOverTheLimitWithoutWrappingAround) {
     buffer.setSize(i == 5 ? ~uint64_t{0} : kMaxMessageBufferBytes / 4);
     buffer.setAddress(4096);
   }
-  EXPECT_GT(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()),
+  EXPECT_GT(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes,
             kMaxMessageBufferBytes);
   args[4].setNone();
   args[5].setNone();
-  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()),
+  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes,
             kMaxMessageBufferBytes);
 }
 
 TEST_F(ValueCodecTest, AdmitsTheBuffersOfFramesBeingDecodedOnlyUpToTheLimits) {
   BufferCodec& buffers = codec_.buffers();
-  EXPECT_TRUE(throwsKj(kFailed, [&] { buffers.admitFrame(1, kMaxMessageBufferBytes + 1); },
+  auto bytes = [](uint64_t n) { return OutOfBand{n, true}; };
+  EXPECT_TRUE(throwsKj(kFailed, [&] { buffers.admitFrame(1, bytes(kMaxMessageBufferBytes + 1)); },
                        "size limit of a message"));
-  buffers.admitFrame(2, kMaxMessageBufferBytes);
-  buffers.admitFrame(3, 0);  // no buffers: not counted
-  buffers.admitFrame(4, kMaxDecodingBufferBytes - kMaxMessageBufferBytes);
+  buffers.admitFrame(2, bytes(kMaxMessageBufferBytes));
+  buffers.admitFrame(3, bytes(0));  // no buffers: not counted
+  buffers.admitFrame(4, bytes(kMaxDecodingBufferBytes - kMaxMessageBufferBytes));
   EXPECT_EQ(buffers.decodingBytes(), kMaxDecodingBufferBytes);
-  EXPECT_TRUE(throwsKj(kFailed, [&] { buffers.admitFrame(5, 1); }, "limit of a connection"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { buffers.admitFrame(5, bytes(1)); },
+                       "limit of a connection"));
   buffers.finishedDecoding(3);
   buffers.finishedDecoding(2);
   EXPECT_EQ(buffers.decodingBytes(), kMaxDecodingBufferBytes - kMaxMessageBufferBytes);
-  buffers.admitFrame(5, 1);
+  buffers.admitFrame(5, bytes(1));
   buffers.finishedDecoding(4);
   buffers.finishedDecoding(5);
   buffers.finishedDecoding(5);  // once only
@@ -907,6 +909,31 @@ TEST_F(SpanTest, RefusesToSendMoreOutOfBandBytesInOneMessageThanTheReceiverAccep
     EXPECT_NE(std::string(e.what()).find("in pieces"), std::string::npos) << e.what();
   }
   EXPECT_EQ(codec_.buffers().pinCount(), 0u);
+}
+
+TEST_F(SpanTest, RefusesEveryBufferWhileAMessageTooMalformedToCountIsDecoded) {
+  // Deeper than the reader's nesting limit, with a buffer below the fault: the walk cannot get
+  // there, so no buffer is read until that message is done with.
+  capnp::MallocMessageBuilder message;
+  auto args = message.initRoot<wire::Message>().initRequest().initArgs(2);
+  wire::Value::Builder value = args[0];
+  for (int i = 0; i < kNestingLimit; ++i) value = value.initList(1)[0];
+  auto buffer = args[1].initBuffer();
+  buffer.setSize(kMaxMessageBufferBytes);
+  buffer.setAddress(4096);
+  auto words = frameToWords(message);
+  auto size = peekFrameSize(words.asBytes());
+  ASSERT_TRUE(size.has_value());
+  IncomingFrame frame(kj::mv(words), *size);
+  OutOfBand counted = ValueCodec::outOfBandBytes(frame.getRoot<wire::Message>());
+  EXPECT_FALSE(counted.complete);
+  BufferCodec& buffers = codec_.buffers();
+  buffers.admitFrame(1, counted);
+  py::object here = eval("b'y' * 4096");
+  uint64_t address = addressOf(PyBytes_AS_STRING(here.ptr()));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(address, 4096); }, "too malformed"));
+  buffers.finishedDecoding(1);
+  EXPECT_TRUE(same(decodeSpan(address, 4096), here));
 }
 
 TEST_F(ValueCodecTest, RefusesAMemfdWithHoles) {
