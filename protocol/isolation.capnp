@@ -277,8 +277,9 @@ struct Buffer {
     bytes @0;
     bytearray @1;             # also each out-of-band buffer of a `byvalue` pickle
   }
-  size @1 :UInt64;            # bytes of payload, at most kMaxBufferBytes; checked first, before
-                              # the receiver allocates anything
+  size @1 :UInt64;            # bytes of payload, at most kMaxBufferBytes; the sizes of all the
+                              # buffers of one message at most kMaxMessageBufferBytes. Checked
+                              # when the frame arrives, before the receiver allocates anything
 
   union {
     fd @2 :UInt16;

@@ -23,8 +23,29 @@ constexpr size_t kBufferThresholdBytes = size_t{1} << 20;
 // 0.2 ms. So one threshold serves both directions.
 constexpr size_t kRemoteSpanThresholdBytes = size_t{64} << 10;
 
-// The largest out-of-band buffer a reader accepts (checked before it allocates).
-constexpr uint64_t kMaxBufferBytes = uint64_t{4} << 30;
+// Out-of-band bytes (Buffer.size: memfds and spans alike) are what a peer can make the reader
+// allocate at the cost of a few bytes of frame, so they are bounded three ways, each checked
+// before anything is allocated: per buffer, per message (summed over every buffer it carries,
+// checked when the frame arrives), and per connection over the messages being decoded at once
+// (decoding one may wait for others: a proxy dict key is hashed by a call to the peer, a span
+// the OS refused is fetched again). Legitimate traffic is far below: the largest values we
+// measure and test are 64 MiB arrays and bytes (bench/, tests/python/test_bulk_transfer.py), a
+// few of them in one answer. 1 GiB per message is 16 of those; what a hostile child can make the
+// parent hold at once is then 2 GiB, given back when its message fails. A larger value must
+// cross in pieces (the sender refuses it with a ValueError that says so).
+
+// The largest out-of-band buffer a reader accepts.
+constexpr uint64_t kMaxBufferBytes = uint64_t{1} << 30;
+
+// The most out-of-band bytes one message may carry, over all its buffers. A sender refuses to
+// encode more (ValueError); a receiver that is sent more ends the connection (ProtocolError).
+constexpr uint64_t kMaxMessageBufferBytes = uint64_t{1} << 30;
+static_assert(kMaxBufferBytes <= kMaxMessageBufferBytes, "a buffer must fit in its message");
+
+// The most out-of-band bytes of the messages one connection is decoding at once (nested), so
+// that a message whose decoding waits for another (the answer to a fetchBuffer of one of its
+// spans, up to the same size) still fits.
+constexpr uint64_t kMaxDecodingBufferBytes = 2 * kMaxMessageBufferBytes;
 
 // Most file descriptors one frame may carry; more received than frames claim is a protocol
 // error.

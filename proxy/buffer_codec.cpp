@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
 
 namespace pi {
 
@@ -65,11 +66,31 @@ bool isBytesLikeOf(py::handle value, bool bytes, uint64_t size) {
 
 }  // namespace
 
+void BufferCodec::chargeOutgoing(size_t size) {
+  // Larger than a frame may be, so it could not go inline either.
+  if (size > kMaxBufferBytes) {
+    throw py::value_error("a bytes-like value of " + std::to_string(size) +
+                          " bytes is larger than the " + std::to_string(kMaxBufferBytes >> 20) +
+                          " MiB that one value may be to cross to the other process; send it "
+                          "in pieces");
+  }
+  if (outgoing_.empty()) return;
+  if (outgoing_.back() + size > kMaxMessageBufferBytes) {
+    throw py::value_error("the large values of one call or answer would come to more than the " +
+                          std::to_string(kMaxMessageBufferBytes >> 20) +
+                          " MiB that may cross to the other process at once; send them in "
+                          "several calls");
+  }
+  outgoing_.back() += size;
+}
+
 bool BufferCodec::encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
                          Source source, wire::Value::Builder out) {
-  if (size > kMaxBufferBytes) return false;  // inline, where the frame size limit refuses it
-  if (sendSpans_ && source != Source::kMutable && size >= kRemoteSpanThresholdBytes &&
-      (pinnedBytes_ == 0 || pinnedBytes_ + size <= kMaxPinnedBytes)) {
+  bool span = sendSpans_ && source != Source::kMutable && size >= kRemoteSpanThresholdBytes &&
+              (pinnedBytes_ == 0 || pinnedBytes_ + size <= kMaxPinnedBytes);
+  if (!span && size < kBufferThresholdBytes) return false;  // small: inline
+  chargeOutgoing(size);
+  if (span) {
     uint64_t address = reinterpret_cast<uintptr_t>(data);
     pins_.push_back(Pin{py::reinterpret_borrow<py::object>(owner), address, size, kind, source,
                         nextPinSequence_++, 0});
@@ -81,8 +102,9 @@ bool BufferCodec::encode(py::handle owner, const char* data, size_t size, wire::
     buffer.setAddress(address);
     return true;
   }
-  if (size < kBufferThresholdBytes) return false;
-  return encodeMemfd(data, size, kind, source, out);
+  if (encodeMemfd(data, size, kind, source, out)) return true;
+  if (!outgoing_.empty()) outgoing_.back() -= size;  // inline after all: not out of band
+  return false;
 }
 
 bool BufferCodec::encodeMemfd(const char* data, size_t size, wire::Buffer::Kind kind,
@@ -121,6 +143,30 @@ bool BufferCodec::encodeMemfd(const char* data, size_t size, wire::Buffer::Kind 
   return true;
 }
 
+void BufferCodec::admitFrame(uint64_t frame, OutOfBand counted) {
+  if (counted.bytes == 0 && counted.complete) return;
+  KJ_REQUIRE(counted.bytes <= kMaxMessageBufferBytes,
+             "peer sent a message whose buffers are over the size limit of a message",
+             counted.bytes, kMaxMessageBufferBytes);
+  KJ_REQUIRE(decodingBytes_ + counted.bytes <= kMaxDecodingBufferBytes,
+             "peer sent a message whose buffers take those being decoded at once over the "
+             "limit of a connection", counted.bytes, decodingBytes_, kMaxDecodingBufferBytes);
+  decoding_.push_back(Decoding{frame, counted});
+  decodingBytes_ += counted.bytes;
+  if (!counted.complete) ++uncounted_;
+}
+
+void BufferCodec::finishedDecoding(uint64_t frame) {
+  for (size_t i = 0; i < decoding_.size(); ++i) {
+    if (decoding_[i].frame == frame) {
+      decodingBytes_ -= decoding_[i].counted.bytes;
+      if (!decoding_[i].counted.complete) --uncounted_;
+      decoding_.erase(decoding_.begin() + ptrdiff_t(i));
+      return;
+    }
+  }
+}
+
 py::object BufferCodec::decode(wire::Buffer::Reader in) {
   try {
     return decodeChecked(in);
@@ -131,6 +177,8 @@ py::object BufferCodec::decode(wire::Buffer::Reader in) {
 }
 
 py::object BufferCodec::decodeChecked(wire::Buffer::Reader in) {
+  KJ_REQUIRE(uncounted_ == 0,
+             "peer sent a buffer in a message too malformed to count what its buffers take");
   uint64_t size = in.getSize();
   KJ_REQUIRE(size <= kMaxBufferBytes, "peer sent a buffer over the size limit", size);
   bool bytes = in.getKind() == wire::Buffer::Kind::BYTES;

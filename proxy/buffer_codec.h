@@ -15,6 +15,12 @@ namespace py = pybind11;
 
 class CodecPeer;
 
+// What the buffers of one message would make the receiver allocate (ValueCodec::outOfBandBytes).
+struct OutOfBand {
+  uint64_t bytes = 0;     // the sum of their sizes
+  bool complete = true;   // false: the message could not be walked to its end
+};
+
 // Sends and receives the payload of large bytes-like values beside the frame rather than in it.
 // Two ways (see Buffer in protocol/isolation.capnp):
 //   - a memfd the sender writes once and seals; the receiver maps it and copies it once. Either
@@ -65,7 +71,9 @@ class BufferCodec {
   // peer has decoded the frame it rides in (sealPins, releaseDecoded), or releasePins(). While
   // kMaxPinnedBytes are pinned already, a new value goes in a memfd instead: a peer that never
   // says it has decoded anything cannot make this side keep every temporary it sent alive.
-  // Throws only what the peer's attachFd() throws.
+  // Throws ValueError (py::value_error) for a value larger than kMaxBufferBytes, or one that
+  // takes the message being encoded (OutgoingMessage) past kMaxMessageBufferBytes; otherwise
+  // only what the peer's attachFd() throws.
   bool encode(py::handle owner, const char* data, size_t size, wire::Buffer::Kind kind,
               Source source, wire::Value::Builder out);
 
@@ -79,6 +87,31 @@ class BufferCodec {
   // Lets go of the pins sealed with a frame number of at most `frames`: the peer has decoded
   // those frames and reads no more of their spans.
   void releaseDecoded(uint64_t frames);
+
+  // Sender: while one is alive, the buffers encode() writes count as one message's, and encode()
+  // refuses (ValueError) a buffer that would take them past kMaxMessageBufferBytes, which the
+  // receiver would refuse. One per message being encoded; they nest (a message encoded while
+  // another is, in a nested call, counts on its own).
+  class OutgoingMessage {
+   public:
+    explicit OutgoingMessage(BufferCodec& codec) : codec_(codec) { codec_.outgoing_.push_back(0); }
+    ~OutgoingMessage() { codec_.outgoing_.pop_back(); }
+    OutgoingMessage(const OutgoingMessage&) = delete;
+    OutgoingMessage& operator=(const OutgoingMessage&) = delete;
+
+   private:
+    BufferCodec& codec_;
+  };
+
+  // Receiver: counts the out-of-band bytes of the peer's frame `frame` just arrived
+  // (ValueCodec::outOfBandBytes) against the limits, before any of them is allocated. Throws kj
+  // FAILED when the frame carries more than kMaxMessageBufferBytes, or when the frames being
+  // decoded at once would then carry more than kMaxDecodingBufferBytes. finishedDecoding(frame)
+  // gives them back. While a frame whose buffers could not all be counted is being decoded,
+  // decode() refuses every buffer.
+  void admitFrame(uint64_t frame, OutOfBand counted);
+  void finishedDecoding(uint64_t frame);
+  uint64_t decodingBytes() const { return decodingBytes_; }
 
   // Makes the bytes (kind bytes) or bytearray (kind bytearray) that `in` describes. Everything
   // the peer claims that can be checked is checked before anything is allocated: the size
@@ -145,8 +178,21 @@ class BufferCodec {
   py::object decodeMemfd(wire::Buffer::Reader in, bool bytes);
   py::object decodeSpan(wire::Buffer::Reader in, bool bytes);
 
+  // Throws ValueError when `size` more bytes out of band do not fit in the message being
+  // encoded; counts them when they do.
+  void chargeOutgoing(size_t size);
+
   CodecPeer& peer_;
   bool sendSpans_ = false;
+  std::vector<uint64_t> outgoing_;  // out-of-band bytes of each message being encoded
+  // The frames being decoded that carry buffers, or could not be counted.
+  struct Decoding {
+    uint64_t frame;
+    OutOfBand counted;
+  };
+  std::vector<Decoding> decoding_;
+  uint64_t decodingBytes_ = 0;
+  int uncounted_ = 0;  // frames in decoding_ that are not `complete`
   std::vector<Pin> pins_;
   uint64_t nextPinSequence_ = 1;
   uint64_t pinnedBytes_ = 0;

@@ -251,7 +251,9 @@ class Endpoint::IoLock {
 class Endpoint::EncodingScope {
  public:
   explicit EncodingScope(Endpoint& endpoint)
-      : endpoint_(endpoint), pinMark_(endpoint.codec_.buffers().pinMark()) {
+      : endpoint_(endpoint),
+        outgoing_(endpoint.codec_.buffers()),
+        pinMark_(endpoint.codec_.buffers().pinMark()) {
     endpoint_.outgoingFds_.push_back(&fds_);
   }
   ~EncodingScope() {
@@ -266,12 +268,14 @@ class Endpoint::EncodingScope {
 
  private:
   Endpoint& endpoint_;
+  BufferCodec::OutgoingMessage outgoing_;  // bounds the out-of-band bytes of this message
   std::vector<UniqueFd> fds_;
   uint64_t pinMark_;
 };
 
 void Endpoint::ReceivedFrame::finishDecoding() {
   if (number_ == 0) return;
+  endpoint_->codec_.buffers().finishedDecoding(number_);
   auto& undecoded = endpoint_->undecoded_;
   auto found = std::find(undecoded.begin(), undecoded.end(), number_);
   if (found != undecoded.end()) undecoded.erase(found);
@@ -389,6 +393,8 @@ Endpoint::ReceivedFrame Endpoint::arrived(IncomingFrame frame) {
              framesOut_);
   codec_.buffers().releaseDecoded(ahead ? framesOut_ : framesOut_ - behind);
   uint64_t number = ++framesIn_;
+  // Before any value of it is made: what its buffers would make this side allocate.
+  codec_.buffers().admitFrame(number, ValueCodec::outOfBandBytes(message));
   undecoded_.push_back(number);
   return ReceivedFrame(*this, std::move(frame), number);
 }

@@ -30,7 +30,103 @@ kj::ArrayPtr<const kj::byte> utf8Of(py::handle object, py::object& keepAlive) {
   return kj::arrayPtr(reinterpret_cast<const kj::byte*>(data), size_t(size));
 }
 
+// Adds the out-of-band bytes of `value` (and everything in it) to `total`; returns false, with
+// `total` over kMaxMessageBufferBytes, once it is over. Visits every value the decoders do
+// (ValueCodec::decode, decodeError, the dispatcher's arguments, a mirrored class's bases).
+bool addOutOfBand(wire::Value::Reader value, uint64_t& total);
+
+bool addOutOfBand(capnp::List<wire::Value>::Reader values, uint64_t& total) {
+  for (auto value : values) {
+    if (!addOutOfBand(value, total)) return false;
+  }
+  return true;
+}
+
+bool addOutOfBand(wire::Value::Reader value, uint64_t& total) {
+  switch (value.which()) {
+    case wire::Value::BUFFER: {
+      uint64_t size = value.getBuffer().getSize();
+      // Each term is at most kMaxBufferBytes, so the sum cannot wrap.
+      if (size > kMaxBufferBytes) size = kMaxBufferBytes + 1;
+      total += size;
+      return total <= kMaxMessageBufferBytes;
+    }
+    case wire::Value::LIST:
+      return addOutOfBand(value.getList(), total);
+    case wire::Value::TUPLE:
+      return addOutOfBand(value.getTuple(), total);
+    case wire::Value::SET:
+      return addOutOfBand(value.getSet(), total);
+    case wire::Value::FROZENSET:
+      return addOutOfBand(value.getFrozenset(), total);
+    case wire::Value::DICT:
+      for (auto entry : value.getDict()) {
+        if (!addOutOfBand(entry.getKey(), total) || !addOutOfBand(entry.getValue(), total)) {
+          return false;
+        }
+      }
+      return true;
+    case wire::Value::EXCEPTION: {
+      auto exception = value.getException();
+      return (exception.getType().size() > 0 || addOutOfBand(exception.getCls(), total)) &&
+             addOutOfBand(exception.getArgs(), total) &&
+             addOutOfBand(exception.getOriginal(), total);
+    }
+    case wire::Value::SLICE: {
+      auto slice = value.getSlice();
+      return addOutOfBand(slice.getStart(), total) && addOutOfBand(slice.getStop(), total) &&
+             addOutOfBand(slice.getStep(), total);
+    }
+    case wire::Value::REF: {
+      // A mirrored exception class's bases are decoded as values too.
+      auto ref = value.getRef();
+      return !ref.hasClassInfo() || addOutOfBand(ref.getClassInfo().getBases(), total);
+    }
+    default:
+      return true;  // no values inside
+  }
+}
+
 }  // namespace
+
+OutOfBand ValueCodec::outOfBandBytes(wire::Message::Reader message) {
+  OutOfBand counted;
+  try {
+    countOutOfBand(message, counted.bytes);
+  } catch (kj::Exception&) {
+    // Too deep, over the traversal limit, a bad pointer: its decoding fails too (answered as a
+    // malformed request, or ending the connection), but perhaps only after buffers this walk
+    // did not get to. BufferCodec refuses those.
+    counted.complete = false;
+  }
+  return counted;
+}
+
+void ValueCodec::countOutOfBand(wire::Message::Reader message, uint64_t& total) {
+  switch (message.which()) {
+    case wire::Message::REQUEST: {
+      auto request = message.getRequest();
+      if (!addOutOfBand(request.getArgs(), total)) return;
+      for (auto kwarg : request.getKwargs()) {
+        if (!addOutOfBand(kwarg.getValue(), total)) return;
+      }
+      return;
+    }
+    case wire::Message::RESPONSE: {
+      auto response = message.getResponse();
+      if (response.isValue()) {
+        (void)addOutOfBand(response.getValue(), total);
+      } else {
+        auto error = response.getError();
+        (void)(addOutOfBand(error.getType(), total) && addOutOfBand(error.getArgs(), total) &&
+               addOutOfBand(error.getException(), total));
+      }
+      return;
+    }
+    default:
+      return;  // releases, hello, setup, goodbye: no values
+  }
+}
 
 PeerMemory::Access CodecPeer::readPeerMemory(uint64_t address, uint64_t size, char* into) {
   (void)into;

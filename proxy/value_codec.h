@@ -86,6 +86,13 @@ class ValueCodec {
   // an unknown back id.
   py::object decode(wire::Value::Reader in);
 
+  // The out-of-band bytes (Buffer.size) `message` carries, over all its values, for
+  // BufferCodec::admitFrame. Reads only the message's structure, allocates nothing. The bytes
+  // are more than kMaxMessageBufferBytes as soon as it knows the total is over that (any one
+  // buffer over kMaxBufferBytes, too). Throws nothing: a message too malformed to walk to its
+  // end (too deep, say) is not `complete`.
+  static OutOfBand outOfBandBytes(wire::Message::Reader message);
+
   // Writes `size` bytes at `data` as a bytearray value: out of band when large (see
   // BufferCodec), inline otherwise. `owner` holds the memory through a buffer export (a
   // PickleBuffer), so it stays in place and keeps its size while `owner` lives; it may be pinned.
@@ -95,6 +102,7 @@ class ValueCodec {
   BufferCodec& buffers() { return buffers_; }
 
  private:
+  static void countOutOfBand(wire::Message::Reader message, uint64_t& total);
   void encodeBigInt(py::handle object, wire::Value::Builder out);
   py::object decodeBigInt(capnp::Data::Reader data);
 

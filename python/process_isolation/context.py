@@ -7,12 +7,13 @@ import functools
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 from contextlib import contextmanager
 
 from . import _byvalue, _child, _core, _spawn
-from .errors import ClientStateError, ProcessTerminationError
+from .errors import CallTimeoutError, ClientStateError, ProcessTerminationError
 from .limits import Limits
 from .session import _environment, _path_entries
 
@@ -453,26 +454,52 @@ def load_module(name, path=None):
 def byvalue(proxy):
     """Copies the remote object a proxy stands for into this process (a deep copy by pickle).
 
+    For an untrusted context the copy is rebuilt step by step within the call's timeout (the
+    ``timeout`` block or the context's option): only allow-listed types, of bounded size, and
+    only numpy if this process has imported numpy (see ``_byvalue``).
+
     Raises:
         TypeError: ``proxy`` is not a proxy, the object cannot be pickled in the child, or (for
-            an untrusted context) its pickle names a type outside the allow-list.
+            an untrusted context) its pickle names a type outside the allow-list or would take
+            more than a value of its size should to rebuild.
+        CallTimeoutError: the copy, or (untrusted) rebuilding it here, went past the timeout;
+            the child has been ended.
         ProcessTerminationError, ClientStateError: the child is gone.
     """
     if not _core.isproxy(proxy):
         raise TypeError(f"byvalue() needs a proxy of an isolated object, not {type(proxy)!r}")
-    trusted = any(ctx.trusted for ctx in list(_live_contexts) if ctx._owns(proxy))
+    owners = [ctx for ctx in list(_live_contexts) if ctx._owns(proxy)]
+    trusted = any(ctx.trusted for ctx in owners)
+    seconds = _core.thread_timeout()
+    if seconds < 0:
+        seconds = next((ctx.timeout for ctx in owners if ctx.timeout is not None), None)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    label = _core.proxy_label(proxy)
     try:
         data = _core.pickled_copy(proxy)
     except (ProcessTerminationError, ClientStateError):
         raise
     except Exception as error:
-        raise TypeError(f"cannot copy {_core.proxy_label(proxy)} by value: {error}") from error
+        raise TypeError(f"cannot copy {label} by value: {error}") from error
     if not (isinstance(data, list) and data and isinstance(data[0], bytes)
             and all(isinstance(b, bytearray) for b in data[1:])):
         raise TypeError(f"the isolated child answered byvalue() with {type(data).__name__}, "
                         "not a pickle")
     # Large buffers (numpy arrays) came beside the pickle and are used in place, not copied.
-    return _byvalue.loads(data[0], trusted, data[1:])
+    try:
+        return _byvalue.loads(data[0], trusted, data[1:], deadline)
+    except _byvalue.DeadlineExpired:
+        pass
+    # As for a call past its timeout: the child that sent what takes this long is ended.
+    for ctx in owners:
+        ctx.terminate()
+    ended = next((ctx.termination for ctx in owners if ctx.termination), None) or {}
+    fields = {key: ended.get(key) for key in ("pid", "exit_code", "signal", "signal_name",
+                                              "child_traceback", "native_traceback", "ending")}
+    raise CallTimeoutError(
+        **fields, core_dumped=bool(ended.get("core_dumped")), call=f"byvalue({label})",
+        reason=f"rebuilding the copy in the parent went past the timeout of {seconds:g} s, "
+               "so the parent ended the child") from None
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from conftest import FIXTURES, child_pids
 SCHEMA = Path(__file__).resolve().parents[2] / 'protocol' / 'isolation.capnp'
 KIB = 1 << 10
 MIB = 1 << 20
-MAX_BUFFER_BYTES = 4 << 30  # protocol/limits.h kMaxBufferBytes
+MAX_BUFFER_BYTES = 1 << 30  # protocol/limits.h kMaxBufferBytes
 
 
 def pattern(size, seed):

@@ -208,14 +208,18 @@ def single_phase_module():
     interpreter, found by its behaviour in a fresh interpreter rather than by our own check:
     deleted from sys.modules and imported again, a single-phase module comes back as a new
     module object holding the very same C objects (a shallow copy of the first one's
-    namespace), where a multi-phase one makes new functions and capsules."""
+    namespace), where a multi-phase one makes new functions and capsules. One that
+    process_isolation itself loads (as _datetime, for byvalue) is no use."""
     out = run_python('''
         import importlib, sys, types
+        import process_isolation.session
         def c_objects(module):
             return {key: value for key, value in vars(module).items()
                     if isinstance(value, types.BuiltinFunctionType)
                     or type(value).__name__ == 'PyCapsule'}
         for name in %r:
+            if name in sys.modules:
+                continue
             try:
                 first = importlib.import_module(name)
             except ImportError:

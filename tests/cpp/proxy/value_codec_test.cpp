@@ -621,7 +621,7 @@ TEST_F(SpanTest, SendsAPickleBufferAsASpanWhileItsExportKeepsTheMemoryInPlace) {
 TEST_F(SpanTest, RefusesASpanOutsideThePeersMemoryBeforeAllocatingIt) {
   // Nothing mapped at 16; the size is allowed, so only the probe stops the allocation.
   size_t peak = peakPythonAllocation([&] {
-    EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(16, uint64_t{3} << 30); }, "does not have"));
+    EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(16, kMaxBufferBytes); }, "does not have"));
   });
   EXPECT_LT(peak, size_t{1} << 20);
   EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(0, 4096); }, "cannot be in its memory"));
@@ -803,6 +803,137 @@ TEST_F(SpanTest, ReadsNothingOfAnAnswerThatWillBeDropped) {
   BufferCodec::SkipContents skip(codec_.buffers());
   EXPECT_TRUE(decodeSpan(16, 4096).is_none());
   EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(16, kMaxBufferBytes + 1); }, "size limit"));
+}
+
+TEST_F(ValueCodecTest, CountsTheOutOfBandBytesOfEveryValueInAMessage) {
+  // Memfds and spans alike (odd sizes in memfds).
+  auto setBuffer = [](wire::Value::Builder value, uint64_t size) {
+    auto buffer = value.initBuffer();
+    buffer.setSize(size);
+    if (size % 2 == 1) {
+      buffer.setFd(0);
+    } else {
+      buffer.setAddress(4096);
+    }
+  };
+  capnp::MallocMessageBuilder message;
+  auto request = message.initRoot<wire::Message>().initRequest();
+  auto args = request.initArgs(3);
+  setBuffer(args[0].initList(2)[1], 1);
+  auto entry = args[1].initDict(1)[0];
+  setBuffer(entry.initKey(), 10);
+  setBuffer(entry.initValue().initTuple(1)[0], 100);
+  auto exception = args[2].initException();
+  setBuffer(exception.initArgs(1)[0], 1000);
+  setBuffer(exception.initOriginal().initSlice().initStep(), 10000);
+  setBuffer(request.initKwargs(1)[0].initValue().initFrozenset(1)[0], 100000);
+  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes, 111111u);
+
+  capnp::MallocMessageBuilder answer;
+  auto error = answer.initRoot<wire::Message>().initResponse().initError();
+  setBuffer(error.initArgs(1)[0].initSet(1)[0], 7);
+  setBuffer(error.initException().initRef().initClassInfo().initBases(1)[0], 8);
+  EXPECT_EQ(ValueCodec::outOfBandBytes(answer.getRoot<wire::Message>().asReader()).bytes, 15u);
+}
+
+TEST_F(ValueCodecTest, SaysAMessageIsOverTheLimitWithoutWrappingAround) {
+  capnp::MallocMessageBuilder message;
+  auto args = message.initRoot<wire::Message>().initResponse().initValue().initList(6);
+  // Five buffers of a quarter of the limit and one claiming 2^64 - 1 bytes.
+  for (unsigned i = 0; i < 6; ++i) {
+    auto buffer = args[i].initBuffer();
+    buffer.setSize(i == 5 ? ~uint64_t{0} : kMaxMessageBufferBytes / 4);
+    buffer.setAddress(4096);
+  }
+  EXPECT_GT(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes,
+            kMaxMessageBufferBytes);
+  args[4].setNone();
+  args[5].setNone();
+  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes,
+            kMaxMessageBufferBytes);
+}
+
+TEST_F(ValueCodecTest, AdmitsTheBuffersOfFramesBeingDecodedOnlyUpToTheLimits) {
+  BufferCodec& buffers = codec_.buffers();
+  auto bytes = [](uint64_t n) { return OutOfBand{n, true}; };
+  EXPECT_TRUE(throwsKj(kFailed, [&] { buffers.admitFrame(1, bytes(kMaxMessageBufferBytes + 1)); },
+                       "size limit of a message"));
+  buffers.admitFrame(2, bytes(kMaxMessageBufferBytes));
+  buffers.admitFrame(3, bytes(0));  // no buffers: not counted
+  buffers.admitFrame(4, bytes(kMaxDecodingBufferBytes - kMaxMessageBufferBytes));
+  EXPECT_EQ(buffers.decodingBytes(), kMaxDecodingBufferBytes);
+  EXPECT_TRUE(throwsKj(kFailed, [&] { buffers.admitFrame(5, bytes(1)); },
+                       "limit of a connection"));
+  buffers.finishedDecoding(3);
+  buffers.finishedDecoding(2);
+  EXPECT_EQ(buffers.decodingBytes(), kMaxDecodingBufferBytes - kMaxMessageBufferBytes);
+  buffers.admitFrame(5, bytes(1));
+  buffers.finishedDecoding(4);
+  buffers.finishedDecoding(5);
+  buffers.finishedDecoding(5);  // once only
+  EXPECT_EQ(buffers.decodingBytes(), 0u);
+}
+
+TEST_F(SpanTest, RefusesToSendMoreOutOfBandBytesInOneMessageThanTheReceiverAccepts) {
+  // Never written: the pages of these values are never touched (spans are not copied here).
+  size_t piece = size_t(kMaxMessageBufferBytes / 2) + 1;
+  py::object large = py::reinterpret_steal<py::object>(
+      PyBytes_FromStringAndSize(nullptr, Py_ssize_t(piece)));
+  {
+    BufferCodec::OutgoingMessage message(codec_.buffers());
+    EncodedBuffer first;
+    encodeInto(large, first);
+    EXPECT_EQ(first.value().getBuffer().which(), wire::Buffer::ADDRESS);
+    {
+      BufferCodec::OutgoingMessage nested(codec_.buffers());  // a message of its own
+      EncodedBuffer inner;
+      encodeInto(eval("bytes(1 << 20)"), inner);
+      EXPECT_EQ(inner.value().getBuffer().which(), wire::Buffer::ADDRESS);
+    }
+    EncodedBuffer second;
+    try {
+      encodeInto(large, second);
+      ADD_FAILURE() << "a message over the limit was encoded";
+    } catch (py::value_error& e) {
+      EXPECT_NE(std::string(e.what()).find("several calls"), std::string::npos) << e.what();
+    }
+  }
+  codec_.buffers().releasePins();
+  py::object huge = py::reinterpret_steal<py::object>(
+      PyBytes_FromStringAndSize(nullptr, Py_ssize_t(kMaxBufferBytes + 1)));
+  EncodedBuffer alone;
+  try {
+    encodeInto(huge, alone);
+    ADD_FAILURE() << "a value over the limit was encoded";
+  } catch (py::value_error& e) {
+    EXPECT_NE(std::string(e.what()).find("in pieces"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(codec_.buffers().pinCount(), 0u);
+}
+
+TEST_F(SpanTest, RefusesEveryBufferWhileAMessageTooMalformedToCountIsDecoded) {
+  // Deeper than the reader's nesting limit, with a buffer below the fault: the walk cannot get
+  // there, so no buffer is read until that message is done with.
+  capnp::MallocMessageBuilder message;
+  auto args = message.initRoot<wire::Message>().initRequest().initArgs(2);
+  wire::Value::Builder value = args[0];
+  for (int i = 0; i < kNestingLimit; ++i) value = value.initList(1)[0];
+  auto buffer = args[1].initBuffer();
+  buffer.setSize(kMaxMessageBufferBytes);
+  buffer.setAddress(4096);
+  auto words = frameToWords(message);
+  auto size = peekFrameSize(words.asBytes());
+  ASSERT_TRUE(size.has_value());
+  IncomingFrame frame(kj::mv(words), *size);
+  OutOfBand counted = ValueCodec::outOfBandBytes(frame.getRoot<wire::Message>());
+  EXPECT_FALSE(counted.complete);
+  BufferCodec& buffers = codec_.buffers();
+  buffers.admitFrame(1, counted);
+  py::object here = eval("b'y' * 4096");
+  uint64_t address = addressOf(PyBytes_AS_STRING(here.ptr()));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { decodeSpan(address, 4096); }, "too malformed"));
+  buffers.finishedDecoding(1);
+  EXPECT_TRUE(same(decodeSpan(address, 4096), here));
 }
 
 TEST_F(ValueCodecTest, RefusesAMemfdWithHoles) {
