@@ -30,12 +30,9 @@ void reportBootstrapFailure(py::error_already_set& error) {
     what += "an exception";
   }
   reportStartupFailure(what.c_str(), 0, outOfMemory);
-  if (traceback.empty()) {
-    error.restore();
-    PyErr_Print();  // to stderr, the one place left
-  } else {
-    writeStartupReport(traceback.c_str());
-  }
+  if (!traceback.empty()) writeStartupReport(traceback.c_str());
+  error.restore();
+  PyErr_Print();  // and to stderr, as ever (a captured stderr keeps it too)
 }
 
 int ChildServer::serve(UniqueFd socket) {

@@ -26,8 +26,8 @@ class ChildServer : public MessageHandler {
 };
 
 // In a child whose start-up code raised `error` (not SystemExit): writes why, and the Python
-// traceback, to the crash pipe (startup_failure.h), or prints it to stderr when it cannot be
-// formatted. Needs the GIL.
+// traceback when it can be formatted, to the crash pipe (startup_failure.h), and prints the
+// traceback to stderr. Needs the GIL.
 void reportBootstrapFailure(py::error_already_set& error);
 
 }  // namespace pi
