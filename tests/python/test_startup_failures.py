@@ -48,6 +48,42 @@ ctx.terminate()
 '''
 
 
+# The case of issue 11: threads' malloc arenas (64 MiB of address space each) map more than the
+# limit before a forked child starts. The threads have ended by then; their arenas stay.
+ARENAS_PARENT = r'''
+import ctypes, os, sys, threading
+def mapped():
+    with open('/proc/self/statm') as statm:
+        return int(statm.read().split()[0]) * os.sysconf('SC_PAGESIZE')
+before = mapped()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+together = threading.Barrier(8)
+def allocate():
+    together.wait(timeout=60)  # all alive at once: each gets an arena of its own
+    libc.malloc(1 << 20)
+    together.wait(timeout=60)
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(timeout=60)
+print('arenas map more than the limit:', mapped() - before > (256 << 20))
+from process_isolation import IsolationContext, Limits
+ctx = IsolationContext(paths=[sys.argv[1]], timeout=60, limits=Limits(memory=256 << 20))
+print('allocated', ctx.load_module('isofix_hog').allocate(64 << 20) >> 20, 'MiB')
+ctx.terminate()
+'''
+
+
+def test_a_memory_limit_below_what_threads_arenas_map_in_the_parent_starts_the_child():
+    result = subprocess.run([sys.executable, '-c', ARENAS_PARENT, str(FIXTURES)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == ['arenas map more than the limit: True',
+                                          'allocated 64 MiB'], result.stderr
+
+
 @pytest.mark.parametrize('method', METHODS)
 def test_a_memory_limit_smaller_than_the_parent_counts_what_the_child_adds(method):
     result = subprocess.run([sys.executable, '-c', BIG_PARENT, method, str(FIXTURES)],
