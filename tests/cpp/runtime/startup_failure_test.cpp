@@ -116,7 +116,8 @@ TEST(StartupFailure, ExplainingMovesTheChildsReasonsFromTheTracebackToTheReason)
   t.reason = "the parent killed it";
   explainStartupFailure(t);
   EXPECT_EQ(t.reason, "the start-up code raised OSError; the parent killed it");
-  EXPECT_EQ(t.childTraceback, "Traceback (most recent call last):\n  File \"x.py\", line 1\nOSError");
+  EXPECT_EQ(t.childTraceback,
+            "Traceback (most recent call last):\n  File \"x.py\", line 1\nOSError");
 }
 
 TEST(StartupFailure, ExplainingAChildThatSaidNothingGivesTheWordsForItsStatus) {
