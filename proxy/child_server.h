@@ -16,11 +16,18 @@ class ChildServer : public MessageHandler {
  public:
   explicit ChildServer(py::object bootstrap) : bootstrap_(std::move(bootstrap)) {}
 
-  // MessageHandler
+  // MessageHandler. A bootstrap that raises ends the child with kStartupBootstrapFailed and its
+  // reason and traceback on the crash pipe (reportBootstrapFailure); an error of the serve loop
+  // other than the parent going away ends it with kStartupFailed and its description there.
   int serve(UniqueFd socket) override;
 
  private:
   py::object bootstrap_;
 };
+
+// In a child whose start-up code raised `error` (not SystemExit): writes why, and the Python
+// traceback when it can be formatted, to the crash pipe (startup_failure.h), and prints the
+// traceback to stderr. Needs the GIL.
+void reportBootstrapFailure(py::error_already_set& error);
 
 }  // namespace pi

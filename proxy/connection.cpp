@@ -4,6 +4,7 @@
 #include "proxy/child_server.h"
 #include "runtime/child_main.h"
 #include "runtime/peer_text.h"
+#include "runtime/startup_failure.h"
 
 #include <fcntl.h>
 #include <kj/debug.h>
@@ -100,8 +101,12 @@ std::unique_ptr<Connection> Connection::launch(
     connection->endpoint_->awaitHello(Deadline::afterOrNever(startTimeout), sharedRings,
                                      parentSpans);
   } catch (TerminationError& error) {
-    error.setCall("its start-up");
-    throw;
+    // Why it could not start, in words (runtime/startup_failure.h), never a bare exit code.
+    Termination explained = error.termination();
+    explainStartupFailure(explained);
+    TerminationError startup(explained, error.kind(), error.detail());
+    startup.setCall("its start-up");
+    throw startup;
   }
   return connection;
 }

@@ -4,6 +4,8 @@
 #include "runtime/child_main.h"
 #include "runtime/fork_server.h"
 #include "runtime/peer_text.h"
+#include "runtime/memory_limit.h"
+#include "runtime/startup_failure.h"
 #include "proxy/endpoint.h"
 #include "proxy/proxy_object.h"
 #include "runtime/termination.h"
@@ -157,9 +159,8 @@ PYBIND11_MODULE(_core, m) {
                             try {
                               bootstrap = childMain(py::bytes(options));
                             } catch (py::error_already_set& error) {
-                              error.restore();
-                              PyErr_Print();
-                              ::_exit(72);
+                              pi::reportBootstrapFailure(error);
+                              ::_exit(pi::kStartupBootstrapFailed);
                             }
                             pi::ChildServer server(std::move(bootstrap));
                             pi::runChild(setup, server);
@@ -304,6 +305,9 @@ PYBIND11_MODULE(_core, m) {
       },
       "Runs the child's side in a spawned interpreter; never returns.");
   m.attr("SPAWN_SOCKET_FD") = pi::kSpawnSocketFd;
+  m.def("apply_memory_limit", &pi::applyMemoryLimit, py::arg("added_bytes"),
+        "In a child: limits its address space to what it maps now plus added_bytes; returns "
+        "the limit set.");
   m.def("isproxy", [](py::handle object) { return pi::isProxy(object); },
         "True when the object is a proxy for an object in an isolated child.");
   m.def("drop_proxies", [](py::handle modules) { pi::dropProxiesFrom(modules); },

@@ -23,18 +23,16 @@ struct ChildSetup {
 
 // In the child after fork. Arms the lifeline (and PR_SET_PDEATHSIG(SIGKILL) when the setup says
 // so) and exits if the parent is already gone; redirects stdout and stderr when the setup says
-// so; moves the socket to fd 3 and the crash pipe to fd 4 and closes every other inherited fd but
-// stdio; unblocks signals and resets the host's handlers (C-level, and in Python's table: SIGINT
-// to default_int_handler, SIGTERM, SIGHUP, SIGUSR1, SIGALRM and SIGCHLD to SIG_DFL); points
-// faulthandler at the crash pipe (all threads); calls `handler.serve`; flushes sys.stdout and
-// sys.stderr; and leaves with _exit, so the parent's atexit handlers never run here. Requires
-// the GIL (the interpreter's fork hooks have run).
+// so; moves the socket, the crash pipe and the lifeline above every fd the child inherited (close
+// on exec), and puts /dev/null (close on exec) behind every inherited fd but stdio, so that file
+// objects the child inherited keep working on a harmless fd and can never write into, or close,
+// one of the library's; unblocks signals and resets the host's handlers (C-level, and in
+// Python's table: SIGINT to default_int_handler, SIGTERM, SIGHUP, SIGUSR1, SIGALRM and SIGCHLD to
+// SIG_DFL); points faulthandler at the crash pipe (all threads); calls `handler.serve`; flushes
+// sys.stdout and sys.stderr; and leaves with _exit, so the parent's atexit handlers never run
+// here. A step that fails says why on the crash pipe (startup_failure.h) and exits with
+// kStartupFailed or kStartupParentGone. Requires the GIL (the interpreter's fork hooks have run).
 [[noreturn]] void runChild(const ChildSetup& setup, MessageHandler& handler);
-
-// The fd numbers the child's socket and crash pipe have once runChild has moved them.
-constexpr int kChildSocketFd = 3;
-constexpr int kChildCrashFd = 4;
-constexpr int kChildLifelineFd = 5;
 
 // Does once, in the process that forks children, what each child would otherwise do again at
 // the cost of copy-on-write faults (about 65 on a typical interpreter): imports faulthandler,
@@ -47,8 +45,9 @@ void prepareToFork();
 void flushPythonStdio();
 
 // Makes the process get SIGKILL as soon as every write end of the pipe `fd` reads from is
-// closed (O_ASYNC with F_SETSIG), and exits at once if that has already happened. Async-signal
-// safe; used by the child and by the fork server.
+// closed (O_ASYNC with F_SETSIG), and exits (kStartupParentGone) at once if that has already
+// happened; says why and exits (kStartupFailed) when it cannot arm it. Async-signal-safe; used by
+// the child and by the fork server.
 void armLifeline(int fd);
 
 }  // namespace pi

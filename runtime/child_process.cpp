@@ -4,6 +4,7 @@
 
 #include "runtime/fork_server.h"
 #include "runtime/process_id.h"
+#include "runtime/startup_failure.h"
 
 #include <Python.h>
 #include <kj/debug.h>
@@ -38,7 +39,8 @@ ChildProcess ChildProcess::fork(const std::function<void()>& childMain) {
       childMain();
     } catch (...) {
     }
-    ::_exit(127);
+    failStartup("its start-up code returned or threw instead of serving", 0,
+                kStartupMainReturned);
   }
   int error = errno;
   if (python) PyOS_AfterFork_Parent();

@@ -26,7 +26,8 @@ class ForkServerClient;
 class ChildProcess {
  public:
   // Forks. In the child, runs `childMain`, which must not return (it ends with _exit); if it
-  // returns or throws, the child _exits with status 127. When the Python interpreter is
+  // returns or throws, the child says so (reportStartupFailure) and _exits with status
+  // kStartupMainReturned (127). When the Python interpreter is
   // initialized the fork is bracketed with PyOS_BeforeFork / PyOS_AfterFork_Parent /
   // PyOS_AfterFork_Child, and the caller must hold the GIL.
   static ChildProcess fork(const std::function<void()>& childMain);

@@ -8,10 +8,12 @@
 //   parent -> server  'R' <i32 pid>               reap pid once it has exited
 //   server -> parent  'S' <i32 pid> <i32 status>  its wait status
 //   server -> parent  'H'                         hello, once, when the server is ready
+//                     kChildReasonPrefix <text>   the server could not start, or stopped: why
 #include <optional>
 #include "runtime/fork_server.h"
 
 #include "runtime/fd_passing.h"
+#include "runtime/startup_failure.h"
 
 #include <fcntl.h>
 #include <kj/debug.h>
@@ -78,6 +80,19 @@ std::string receivePacket(int socket, std::vector<UniqueFd>* fds) {
   return bytes;
 }
 
+// A datagram in which the server says why it could not start or stopped: its text, or empty.
+std::string failureReport(const std::string& packet) {
+  const std::string prefix = kChildReasonPrefix;
+  if (packet.compare(0, prefix.size(), prefix) != 0) return "";
+  std::string text = packet.substr(prefix.size());
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+[[noreturn]] void throwWords(kj::Exception::Type type, std::string text) {
+  kj::throwFatalException(kj::Exception(type, __FILE__, __LINE__, kj::heapString(text)));
+}
+
 bool waitReadable(int fd, const Deadline& deadline) {
   for (;;) {
     pollfd pfd{fd, POLLIN, 0};
@@ -106,11 +121,34 @@ std::shared_ptr<ForkServerClient> ForkServerClient::start(const std::vector<std:
       argv, {{theirs.get(), kForkServerControlFd}, {lifelineRead.get(), kForkServerLifelineFd}});
   theirs.reset();
   lifelineRead.reset();
+  pid_t pid = server.pid();
+  std::string who = "the fork server (pid " + std::to_string(pid) + ") could not start: ";
+  if (!waitReadable(ours.get(), Deadline::afterOrNever(startTimeout))) {
+    server.killAndReap();
+    throwWords(kj::Exception::Type::OVERLOADED,
+               who + "it did not say it was ready within " + std::to_string(int(startTimeout)) +
+                   " s, so the parent killed it");
+  }
+  std::string hello = receivePacket(ours.get(), nullptr);
+  if (hello != "H") {
+    std::string why = failureReport(hello);
+    if (hello.empty()) {
+      // It closed its socket: it is exiting, or has.
+      if (auto ended = server.waitFor(Deadline::after(5.0))) {
+        why = ended->describeEnding();
+        if (ended->exitCode) why += ": " + describeStartupStatus(*ended->exitCode);
+      } else {
+        why = "it closed its socket but did not exit";
+      }
+    } else if (why.empty()) {
+      why = "its first message was not hello";
+    }
+    server.killAndReap();
+    throwWords(kj::Exception::Type::FAILED, who + why);
+  }
   std::shared_ptr<ForkServerClient> client(
       new ForkServerClient(std::move(server), std::move(ours)));
   client->lifeline_ = std::move(lifelineWrite);
-  std::string hello = client->receiveReply(Deadline::afterOrNever(startTimeout));
-  KJ_REQUIRE(hello == "H", "fork server did not start properly");
   return client;
 }
 
@@ -141,13 +179,16 @@ bool ForkServerClient::alive() {
 
 void ForkServerClient::sendRequest(const std::string& bytes, const std::vector<int>& fds,
                                    Deadline) {
-  if (broken_) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server is gone"));
+  if (broken_) {
+    throwWords(kj::Exception::Type::DISCONNECTED,
+               "fork server (pid " + std::to_string(server_.pid()) + ") is gone: " +
+                   (server_.termination() ? server_.termination()->describeEnding()
+                                          : "it stopped answering"));
+  }
   try {
     sendPacket(control_.get(), bytes, fds);
-  } catch (kj::Exception& e) {
-    broken_ = true;
-    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server is gone",
-                                         e.getDescription()));
+  } catch (kj::Exception&) {
+    throwGone("");
   }
 }
 
@@ -156,12 +197,27 @@ std::string ForkServerClient::receiveReply(Deadline deadline) {
     broken_ = true;  // a late reply would answer the wrong request
     kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "fork server did not answer in time"));
   }
-  std::string reply = receivePacket(control_.get(), nullptr);
-  if (reply.empty()) {
-    broken_ = true;
-    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "fork server is gone"));
+  std::string reply;
+  try {
+    reply = receivePacket(control_.get(), nullptr);
+  } catch (kj::Exception& e) {
+    if (e.getType() != kj::Exception::Type::DISCONNECTED) throw;
   }
+  if (reply.empty()) throwGone("");
+  std::string why = failureReport(reply);
+  if (!why.empty()) throwGone(why);
   return reply;
+}
+
+void ForkServerClient::throwGone(std::string why) {
+  broken_ = true;
+  if (why.empty()) {
+    // Its socket closed: it is exiting, or has; say how it ended when it did.
+    auto ended = server_.waitFor(Deadline::after(1.0));
+    why = ended ? ended->describeEnding() : "its socket closed";
+  }
+  throwWords(kj::Exception::Type::DISCONNECTED,
+             "fork server (pid " + std::to_string(server_.pid()) + ") is gone: " + why);
 }
 
 pid_t ForkServerClient::forkChild(const std::string& options, int socketFd, int crashFd,
@@ -213,8 +269,15 @@ std::optional<int> ForkServerClient::reap(pid_t pid, Deadline deadline) {
 void runForkServer(
     int controlFd, pid_t parentPid, bool deathSignal,
     const std::function<void(const std::string& options, const ChildSetup& setup)>& childMain) {
-  if (deathSignal && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) ::_exit(70);
-  if (::getppid() != parentPid) ::_exit(71);
+  // Why the server could not start (or stopped) goes to the parent as one datagram.
+  setStartupReportFd(controlFd);
+  if (deathSignal && ::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    failStartup("cannot set its death signal (prctl PR_SET_PDEATHSIG)", errno, kStartupFailed);
+  }
+  if (::getppid() != parentPid) {
+    failStartup("its parent is not the process that started it (it ended, or the pid given is "
+                "wrong)", 0, kStartupParentGone);
+  }
   armLifeline(kForkServerLifelineFd);
   // SIGCHLD through a signalfd, so the loop wakes when a child exits. Ours alone: this process
   // is the fork server, not a host application.
@@ -223,7 +286,7 @@ void runForkServer(
   sigaddset(&childSignals, SIGCHLD);
   ::sigprocmask(SIG_BLOCK, &childSignals, nullptr);
   int signals = ::signalfd(-1, &childSignals, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (signals < 0) ::_exit(70);
+  if (signals < 0) failStartup("cannot make a signalfd for SIGCHLD", errno, kStartupFailed);
   std::set<pid_t> children;
   std::set<pid_t> reapRequests;
   try {
@@ -247,7 +310,7 @@ void runForkServer(
       pollfd fds[2] = {{controlFd, POLLIN, 0}, {signals, POLLIN, 0}};
       if (::poll(fds, 2, -1) < 0) {
         if (errno == EINTR) continue;
-        break;
+        failStartup("stopped: poll failed", errno, kStartupFailed);
       }
       if (fds[1].revents) {
         signalfd_siginfo info;
@@ -288,7 +351,10 @@ void runForkServer(
         continue;
       }
       try {
-        ChildProcess child = ChildProcess::fork([&] { childMain(options, setup); });
+        ChildProcess child = ChildProcess::fork([&] {
+          setStartupReportFd(setup.crashFd);  // the child's, not our control socket
+          childMain(options, setup);
+        });
         pid_t pid = child.release();
         children.insert(pid);
         std::string reply = "P";
@@ -298,7 +364,15 @@ void runForkServer(
         sendPacket(controlFd, std::string("E") + e.getDescription().cStr(), {});
       }
     }
+  } catch (kj::Exception& e) {
+    // The parent closing its end mid-reply is an ordinary end; anything else is a failure.
+    if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+      reportStartupFailure(("stopped: " + std::string(e.getDescription().cStr())).c_str());
+      ::_exit(kStartupFailed);
+    }
   } catch (...) {
+    reportStartupFailure("stopped: an unknown C++ exception");
+    ::_exit(kStartupFailed);
   }
   // Children die with us (their PR_SET_PDEATHSIG); nothing to wait for.
   ::_exit(0);

@@ -33,8 +33,9 @@ constexpr int kForkServerLifelineFd = 104;
 class ForkServerClient {
  public:
   // Spawns `argv`, a program that calls runForkServer(kForkServerControlFd, ...), and waits up
-  // to `startTimeout` seconds for it to say it is ready. Throws (kj FAILED/DISCONNECTED) when
-  // it does not start.
+  // to `startTimeout` seconds for it to say it is ready. When it does not start, kills and
+  // reaps it and throws a sentence saying why: what the server reported, or how it ended and
+  // what its exit status means (kj FAILED; OVERLOADED when it did not answer in time).
   static std::shared_ptr<ForkServerClient> start(const std::vector<std::string>& argv,
                                                  double startTimeout);
   ~ForkServerClient();
@@ -43,7 +44,8 @@ class ForkServerClient {
 
   // Asks the server to fork a child that runs with `options` and gets these fds (-1 for
   // stdout/stderr: inherited from the server). Returns the child's pid. Throws (kj
-  // DISCONNECTED) when the server is gone, FAILED when it could not fork.
+  // DISCONNECTED) when the server is gone, saying why it stopped or how it ended; FAILED when it
+  // could not fork.
   pid_t forkChild(const std::string& options, int socketFd, int crashFd, int stdoutFd,
                   int stderrFd, Deadline deadline);
 
@@ -59,6 +61,9 @@ class ForkServerClient {
   ForkServerClient(ChildProcess server, UniqueFd control);
   void sendRequest(const std::string& bytes, const std::vector<int>& fds, Deadline deadline);
   std::string receiveReply(Deadline deadline);
+  // Marks the server broken and throws (kj DISCONNECTED) "fork server (pid N) is gone: " and
+  // `why`, or how it ended when `why` is empty.
+  [[noreturn]] void throwGone(std::string why);
 
   std::mutex mutex_;
   pid_t owner_;
@@ -69,7 +74,9 @@ class ForkServerClient {
 };
 
 // Runs in the fork server process; never returns. Serves fork and reap requests on `controlFd`
-// until the parent closes it (or dies: the server has PR_SET_PDEATHSIG), then exits. For each
+// until the parent closes it (or dies: the server has PR_SET_PDEATHSIG), then exits with 0. When
+// it cannot start or has to stop, it sends the parent why (a kChildReasonPrefix datagram) and
+// exits with kStartupFailed (kStartupParentGone when its parent is not there). For each
 // fork, `childMain(options, setup)` runs in the new child (with the GIL, after the interpreter's
 // fork hooks) and must not return; `setup` names the fds it received.
 // `deathSignal`: also use PR_SET_PDEATHSIG (right only when the parent thread that spawned the

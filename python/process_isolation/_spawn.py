@@ -26,9 +26,19 @@ sys.modules['process_isolation'] = module
 try:
     spec.loader.exec_module(module)
 except ImportError as error:
-    sys.stderr.write('process_isolation: this interpreter (%s) cannot load the package from %s: '
-                     '%s\\n' % (sys.executable, package, error))
+    reason = ('this interpreter (%s) cannot load the package from %s: %s'
+              % (sys.executable, package, error)).replace('\\n', ' ')
+    sys.stderr.write('process_isolation: %s\\n' % reason)
     sys.stderr.flush()
+    # The parent puts the reason in its error: the crash pipe of a child (fd 101,
+    # kSpawnCrashFd in proxy/connection.h), the socket of a fork server (fd 102,
+    # kForkServerControlFd in runtime/fork_server.h).
+    import os
+    try:
+        os.write(102 if sys.argv[2:3] == ['--fork-server'] else 101,
+                 ('process_isolation child: %s\\n' % reason).encode('utf-8', 'replace'))
+    except OSError:
+        pass
     raise SystemExit(73)
 from process_isolation._spawn import main
 main(sys.argv[2:])

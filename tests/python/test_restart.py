@@ -3,7 +3,6 @@ proxies from the old child raising ClientStateError that names it; with restart=
 proxies carry on in a new child after a crash, which makes crash-and-continue loops possible."""
 
 import os
-import resource
 import signal
 import sys
 
@@ -60,7 +59,9 @@ def test_restart_keeps_the_context_options_for_the_new_child(new_context, tmp_pa
     context.restart()
     assert context.call(os.getcwd) == str(tmp_path)
     assert context.call(os.getenv, 'ISOFIX_MARK') == 'kept'
-    assert context.call(resource.getrlimit, resource.RLIMIT_NOFILE) == (77, 77)
+    # Limits(open_files=77): 77 fds besides those the child holds (a few used since).
+    free = context.load_module('isofix_introspect').free_fds_below_the_open_files_limit()
+    assert 69 <= free <= 77
 
 
 def test_restart_option_accepts_only_false_or_auto():

@@ -132,8 +132,10 @@ def test_spawn_says_clearly_when_the_interpreter_cannot_load_the_package(new_con
         '''))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     ctx = new_context(start_method='spawn', python=fake)
-    with pytest.raises(RuntimeError, match='cannot load process_isolation'):
+    with pytest.raises(RuntimeError, match='cannot load process_isolation') as caught:
         ctx.start()
+    # The child's own words on why, from the ImportError it got.
+    assert 'cannot load the package from' in caught.value.__cause__.reason
 
 
 def test_python_needs_the_spawn_start_method():
