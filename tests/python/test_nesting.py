@@ -147,7 +147,7 @@ def test_parent_objects_kept_by_the_child_come_back_as_themselves(fid):
 # C stack, and that must fail the test, not kill pytest.
 
 RUNAWAY = f'''
-import functools, json, sys, threading
+import functools, json, sys, threading, traceback
 sys.path.insert(0, {str(FIXTURES)!r})
 from process_isolation import IsolationContext
 
@@ -182,6 +182,9 @@ def main(recursion_limit, parent_stack, child_stack, shape):
         except RecursionError as error:
             report['outcome'] = 'RecursionError'
             report['message'] = str(error)
+            text = ''.join(traceback.format_exception(type(error), error, error.__traceback__))
+            report['traceback_bytes'] = len(text.encode())
+            report['traceback_cut'] = 'bytes of this traceback left out' in text
         report['depth'] = deepest[0] if shape == 'python' else None
         # Both processes go on: a call, and a call with a callback, from this very thread.
         report['plain'] = meet.annotated(3)['x']
@@ -219,9 +222,10 @@ main(*json.loads(sys.argv[1]))
 MAIN_STACK = 2 * 1024 * 1024  # the parent's main thread: RLIMIT_STACK of the subprocess
 
 
-def run_runaway(recursion_limit=0, parent_stack=0, child_stack=0, shape='python', after=50):
+def run_runaway(recursion_limit=0, parent_stack=0, child_stack=0, shape='python', after=50,
+                main_stack=MAIN_STACK):
     def small_main_stack():
-        resource.setrlimit(resource.RLIMIT_STACK, (MAIN_STACK, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_STACK, (main_stack, resource.RLIM_INFINITY))
 
     done = subprocess.run(
         [sys.executable, '-c', RUNAWAY, json.dumps([recursion_limit, parent_stack, child_stack,
@@ -248,6 +252,16 @@ def test_with_a_raised_recursion_limit_the_parents_c_stack_still_ends_it():
     assert 'KiB left of the thread' in report['message'], report['message']
     assert 'the two processes call each other without end' in report['message']
     assert report['depth'] > 50
+
+
+def test_the_traceback_of_a_runaway_nesting_stays_bounded_on_a_big_stack():
+    # On an 8 MiB main thread the nesting goes about 1,200 levels deep. Each level's traceback
+    # holds the one below it, so unbounded the outermost error carried all of them (and their
+    # formatting on the way up took about 19 s); each is cut to 64 KiB, keeping its ends.
+    report = run_runaway(recursion_limit=1_000_000, main_stack=8 * 1024 * 1024)
+    assert report['depth'] > 500, report['depth']
+    assert report['traceback_cut'] is True
+    assert report['traceback_bytes'] < 3 * 64 * 1024, report['traceback_bytes']
 
 
 @pytest.mark.parametrize('stack_kib', [1024, 256, 64])
