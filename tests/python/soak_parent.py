@@ -180,6 +180,26 @@ def children():
     return sorted(kids)
 
 
+def usable(ctx, library_errors, case, end=False):
+    """Whether `ctx`'s child still serves; terminates it when not (or at the `end`). Asking
+    never raises (issue 11, item 4): what does is counted in `library_errors` with the case
+    before it, and the context is given up."""
+    try:
+        if not end and ctx.alive:
+            return True
+        ctx.terminate()
+    except Exception as error:
+        name = type(error).__name__
+        first = library_errors.setdefault(name, {'count': 0, 'error': str(error)[:300],
+                                                 'case': case})
+        first['count'] += 1
+        try:
+            ctx.terminate()
+        except Exception:
+            pass
+    return False
+
+
 class Anchor:
     """A plain parent object a child can hold by reference."""
 
@@ -200,6 +220,8 @@ def main():
     # The watchdog: a case that has not ended after HANG_SECONDS ends this process with SIGALRM
     # (a thread would make every fork warn), which the test reports as a hang.
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    library_errors = {}  # what escaped ctx.alive or ctx.terminate(): type -> count, first case
+    case = None
     outcomes = collections.Counter()
     origins = collections.Counter()
     slowest = 0.0
@@ -208,9 +230,9 @@ def main():
     ctx = soak = None
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        if ctx is None or not ctx.alive:
-            if ctx is not None:
-                ctx.terminate()
+        if ctx is not None and not usable(ctx, library_errors, case):
+            ctx = None
+        if ctx is None:
             ctx = IsolationContext(paths=[str(FIXTURES)], timeout=CALL_TIMEOUT,
                                    transport='shm' if contexts % 2 == 0 else 'socket')
             contexts += 1
@@ -234,14 +256,14 @@ def main():
         origins[origin.split('+')[0]] += 1
         cases += 1
     if ctx is not None:
-        ctx.terminate()
+        usable(ctx, library_errors, case, end=True)
     ctx = soak = None
     gc.collect()
     leaked_fds = sorted(set(open_fds()) - set(fds_before))
     leaked_children = sorted(set(children()) - set(children_before))
     print(json.dumps({'cases': cases, 'contexts': contexts, 'seconds': seconds,
                       'slowest_call': round(slowest, 3), 'outcomes': dict(outcomes),
-                      'origins': dict(origins), 'hangs': 0,
+                      'origins': dict(origins), 'hangs': 0, 'library_errors': library_errors,
                       'leaked_fds': [f'{fd} -> {os.readlink(f"/proc/self/fd/{fd}")}'
                                      for fd in leaked_fds if os.path.exists(f'/proc/self/fd/{fd}')],
                       'leaked_children': leaked_children}), flush=True)

@@ -34,6 +34,14 @@ KNOWN_PARENT_DEATHS = {
 }
 
 
+# Exceptions that escape ctx.alive or ctx.terminate() after a case, known and being fixed
+# elsewhere (any other fails the soak). Remove an entry when its strict xfail starts passing.
+KNOWN_LIBRARY_ERRORS = {
+    'UnicodeDecodeError': 'issue 11 item 4: non-UTF-8 child text in a message makes ctx.alive '
+                          'and ctx.terminate() raise UnicodeDecodeError',
+}
+
+
 def decoded(frame):
     capnp = shutil.which('capnp')
     if capnp is None:
@@ -91,6 +99,14 @@ def test_a_child_sending_mutated_frames_never_kills_hangs_or_leaks_the_parent(tm
     print(json.dumps(summary))
     for death in known:
         print('known parent death:', death['cause'], '\n', death['case'])
+    for report in reports:
+        for name, seen in report['library_errors'].items():
+            case = seen['case']
+            where = describe(case, decoded(bytes.fromhex(case['frame']))) if case else 'at the end'
+            message = f"{name} ({seen['count']}x) escaped the library: {seen['error']}\n{where}"
+            if name not in KNOWN_LIBRARY_ERRORS:
+                pytest.fail(message)
+            print('known:', KNOWN_LIBRARY_ERRORS[name], '\n', message)
     assert summary['cases'] > 0
     assert summary['slowest_call'] < 15
     for report in reports:
@@ -118,5 +134,32 @@ def test_a_forged_iterbatch_on_a_parent_object_that_is_not_an_iterator_does_not_
         pytest.skip('the capnp tool (Debian package capnproto) is needed to forge the request')
     done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, f'exit status {done.returncode}: {done.stderr[-2000:]}'
     assert 'the parent is alive' in done.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_LIBRARY_ERRORS['UnicodeDecodeError'])
+def test_a_response_with_a_non_utf8_exception_type_leaves_alive_and_terminate_working():
+    # Found by the soak: a response whose exception names a type that is not UTF-8.
+    script = textwrap.dedent(f'''
+        import subprocess
+        from process_isolation import IsolationContext, import_isolated
+        text = '(response = (callId = 3, value = (exception = (type = "\\\\xff\\\\xfe"))))'
+        frame = subprocess.run(['capnp', 'encode', {str(SCHEMA)!r}, 'Message'],
+                               input=text.encode(), capture_output=True, check=True).stdout
+        ctx = IsolationContext(paths=[{str(FIXTURES)!r}], timeout=5)
+        soak = import_isolated('isofix_soak', context=ctx)
+        try:
+            soak.send(frame, 'wait')
+        except Exception as error:
+            print('the call ended with', type(error).__name__)
+        print('alive:', ctx.alive)
+        ctx.terminate()
+        print('terminated')
+    ''')
+    if shutil.which('capnp') is None:
+        pytest.skip('the capnp tool (Debian package capnproto) is needed to forge the response')
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f'exit status {done.returncode}: {done.stderr[-2000:]}'
+    assert 'alive: False' in done.stdout and 'terminated' in done.stdout
