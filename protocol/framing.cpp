@@ -37,9 +37,13 @@ std::optional<FrameSize> peekFrameSize(kj::ArrayPtr<const kj::byte> prefix) {
   return FrameSize{headerBytes, headerBytes + bodyBytes};
 }
 
-capnp::ReaderOptions readerOptions() {
+capnp::ReaderOptions readerOptions(size_t frameWords) {
   capnp::ReaderOptions options;
-  options.traversalLimitInWords = kTraversalLimitWords;
+  uint64_t words = uint64_t(frameWords);
+  options.traversalLimitInWords =
+      words > (kTraversalLimitWords - kTraversalSlackWords) / kTraversalWordsPerFrameWord
+          ? kTraversalLimitWords
+          : words * kTraversalWordsPerFrameWord + kTraversalSlackWords;
   options.nestingLimit = kNestingLimit;
   return options;
 }
@@ -58,7 +62,7 @@ IncomingFrame::IncomingFrame(kj::Array<capnp::word> words, FrameSize size)
   }
   KJ_ASSERT(next == words_.end());
   segments_ = segments.finish();
-  reader_ = kj::heap<capnp::SegmentArrayMessageReader>(segments_, readerOptions());
+  reader_ = kj::heap<capnp::SegmentArrayMessageReader>(segments_, readerOptions(words_.size()));
 }
 
 OutgoingFrame::OutgoingFrame(capnp::MessageBuilder& message) {

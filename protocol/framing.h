@@ -46,8 +46,10 @@ class IncomingFrame {
   kj::Own<capnp::MessageReader> reader_;
 };
 
-// The ReaderOptions every incoming frame is read with.
-capnp::ReaderOptions readerOptions();
+// The ReaderOptions an incoming frame of `frameWords` words (header included) is read with: the
+// traversal limit in proportion to the frame (see kTraversalWordsPerFrameWord), the nesting
+// limit kNestingLimit.
+capnp::ReaderOptions readerOptions(size_t frameWords);
 
 // The bytes of one outgoing frame as pieces for writev: the header, then each segment. Refers to
 // the builder's segments, so the builder must outlive it and must not change meanwhile.

@@ -54,9 +54,16 @@ constexpr uint32_t kMaxFrameFds = 64;
 // Most segments one frame may have. Our writers use a handful; the limit bounds the header.
 constexpr uint32_t kMaxSegments = 512;
 
-// capnp ReaderOptions: words a reader may traverse in one message (a multiple of the largest
-// message, so a well-formed message always fits while pointer tricks cannot amplify reads).
+// capnp ReaderOptions: words a reader may traverse in one message. A well-formed message reads
+// each of its words once per pass, and our decoders make one pass (a few words more for the
+// envelope), so the limit follows the frame: kTraversalWordsPerFrameWord words for each word of
+// it plus kTraversalSlackWords, never more than kTraversalLimitWords. Pointers that alias make a
+// small message read like a large one: under the absolute limit alone, a 72 KiB frame whose
+// lists all point at one list decoded as 89 million values (gigabytes of Python objects in the
+// parent); bound by its own size it decodes as at most 8 times itself.
 constexpr uint64_t kTraversalLimitWords = 4 * (kMaxMessageBytes / 8);
+constexpr uint64_t kTraversalWordsPerFrameWord = 8;
+constexpr uint64_t kTraversalSlackWords = 1024;
 
 // capnp ReaderOptions: how deep the struct/list nesting of one message may go. One level of
 // Python nesting costs two capnp levels for a list (the list, the Value) and three for a dict or

@@ -361,5 +361,47 @@ TEST(Framing, ReadingAMessageWhosePointersAliasOneBlobHitsTheTraversalLimit) {
   }));
 }
 
+TEST(Framing, ASmallMessageWhosePointersAliasOneListCannotReadLikeALargeOne) {
+  // 1024 list pointers that all point at one list of 1024 words: a 16 KiB frame that reads like
+  // an 8 MiB one (far below the absolute kTraversalLimitWords). The traversal limit follows the
+  // frame's size, so reading it all throws; the same shape without aliasing reads in full.
+  constexpr unsigned kCount = 1024;
+  constexpr unsigned kItems = 1024;
+  capnp::MallocMessageBuilder message(kCount + kItems + 16);
+  auto lists = message.initRoot<capnp::List<capnp::List<uint64_t>>>(kCount);
+  lists.init(0, kItems);
+  ASSERT_EQ(message.getSegmentsForOutput().size(), 1u);
+  auto words = frameToWords(message);
+  auto* segment = reinterpret_cast<uint64_t*>(words.begin() + 1);  // after the 8-byte header
+  uint64_t first = segment[1];
+  int64_t listAt = 1 + 1 + (int32_t(uint32_t(first)) >> 2);
+  for (size_t i = 1; i < kCount; ++i) {
+    int64_t offset = listAt - int64_t(1 + i + 1);
+    segment[1 + i] = (first & 0xffffffff00000000ull) | (uint32_t(offset) << 2) | 1u;
+  }
+  auto aliasedFrame = readFrame(words);
+  auto aliased = aliasedFrame.reader().getRoot<capnp::List<capnp::List<uint64_t>>>();
+  ASSERT_EQ(aliased.size(), kCount);
+  EXPECT_EQ(aliased[kCount - 1].size(), kItems);  // a few reads see the one list
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    uint64_t items = 0;
+    for (auto list : aliased) items += list.size();
+    ADD_FAILURE() << "read " << items << " items through aliased pointers";
+  }));
+
+  // A message of the same size and shape with no aliasing: read in full, twice.
+  capnp::MallocMessageBuilder honest(kCount + kItems * 2 + 16);
+  auto plain = honest.initRoot<capnp::List<capnp::List<uint64_t>>>(kCount);
+  for (unsigned i = 0; i < kCount; ++i) plain.init(i, i < kItems / 2 ? 1 : 0);
+  auto honestFrame = readFrame(frameToWords(honest));
+  for (int pass = 0; pass < 2; ++pass) {
+    uint64_t items = 0;
+    for (auto list : honestFrame.reader().getRoot<capnp::List<capnp::List<uint64_t>>>()) {
+      items += list.size();
+    }
+    EXPECT_EQ(items, kItems / 2);
+  }
+}
+
 }  // namespace
 }  // namespace pi
