@@ -26,20 +26,15 @@ SECONDS = float(os.environ.get('PI_SOAK_SECONDS', '30'))
 SEED = int(os.environ.get('PI_SOAK_SEED', '11'))
 
 # Parent deaths that are known and being fixed elsewhere, by what the capnp tool decodes in the
-# frame that caused them. The soak records them, starts a new parent and goes on; any other
-# death fails it. Remove an entry when its strict xfail below starts passing.
-KNOWN_PARENT_DEATHS = {
-    'op = iterBatch': 'issue 11 item 3: a forged iterBatch on a parent object that is not an '
-                      'iterator calls a NULL tp_iternext',
-}
+# frame that caused them (each with a strict xfail test of its own). The soak records them, starts
+# a new parent and goes on; any other death fails it. None is known today: the two the soak found
+# (below) are fixed and their tests are regression tests.
+KNOWN_PARENT_DEATHS = {}
 
 
 # Exceptions that escape ctx.alive or ctx.terminate() after a case, known and being fixed
-# elsewhere (any other fails the soak). Remove an entry when its strict xfail starts passing.
-KNOWN_LIBRARY_ERRORS = {
-    'UnicodeDecodeError': 'issue 11 item 4: non-UTF-8 child text in a message makes ctx.alive '
-                          'and ctx.terminate() raise UnicodeDecodeError',
-}
+# elsewhere, each with a strict xfail test (any other fails the soak). None is known today.
+KNOWN_LIBRARY_ERRORS = {}
 
 
 def decoded(frame):
@@ -114,7 +109,6 @@ def test_a_child_sending_mutated_frames_never_kills_hangs_or_leaks_the_parent(tm
         assert report['leaked_children'] == []
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_PARENT_DEATHS['op = iterBatch'])
 def test_a_forged_iterbatch_on_a_parent_object_that_is_not_an_iterator_does_not_kill_it():
     script = textwrap.dedent(f'''
         import subprocess
@@ -138,7 +132,6 @@ def test_a_forged_iterbatch_on_a_parent_object_that_is_not_an_iterator_does_not_
     assert 'the parent is alive' in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_LIBRARY_ERRORS['UnicodeDecodeError'])
 def test_a_response_with_a_non_utf8_exception_type_leaves_alive_and_terminate_working():
     # Found by the soak: a response whose exception names a type that is not UTF-8.
     script = textwrap.dedent(f'''
