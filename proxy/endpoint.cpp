@@ -828,6 +828,9 @@ void Endpoint::serveRequest(wire::Request::Reader request, ReceivedFrame& frame)
     py::error_already_set converted;
     encodeCurrentError(converted);
   }
+  // The serve loop of a child serves without the I/O lock (Endpoint::serve): another thread may
+  // be sending or waiting for an answer of its own.
+  IoLock lock(*this);
   sendMessage(reply, Deadline::never(), &scope);
 }
 
@@ -906,11 +909,19 @@ void Endpoint::serve() {
   for (;;) {
     // A SIGINT meant for a call that has already finished must not hit the next one.
     if (PyErr_CheckSignals() != 0) PyErr_Clear();
-    ReceivedFrame frame = receive(Deadline::never());
-    auto message = frame.message();
+    std::optional<ReceivedFrame> frame;
+    {
+      // Another thread of this child may have sent a request of its own (a callback from a
+      // thread the module started) and be reading the frames until its answer comes: this loop
+      // reads only while it holds the I/O lock, so the two never read the same connection at
+      // once. It lets go before serving, so a request it serves may wait for such a thread.
+      IoLock lock(*this);
+      frame.emplace(receive(Deadline::never()));
+    }
+    auto message = frame->message();
     switch (message.which()) {
       case wire::Message::REQUEST:
-        serveRequest(message.getRequest(), frame);
+        serveRequest(message.getRequest(), *frame);
         break;
       case wire::Message::RELEASE:
         applyRelease(message.getRelease());

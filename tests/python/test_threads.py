@@ -7,6 +7,7 @@ terminating the context when the test ends unblocks it)."""
 
 import gc
 import threading
+import time
 
 import pytest
 
@@ -154,3 +155,24 @@ def test_proxies_made_and_dropped_by_many_threads_are_all_released(ctx, fid):
     fid.pid()  # carries the releases still queued
     assert fid.live_blobs() == before
     assert ctx._counts()[1] == held
+
+
+@pytest.mark.parametrize('wait', [0.0, 0.3], ids=['racing-the-next-call', 'while-idle'])
+def test_a_callback_from_a_child_thread_between_calls_is_served_at_the_next_call(ctx, wait):
+    # The child's thread sends its request while the parent makes no call (or just as it makes
+    # the next one): the child's serve loop and that thread must not both read the connection
+    # (before: the parent hung, or the child died of "a message that is not valid between calls").
+    late = ctx.load_module('isofix_late_callback')
+    pid = ctx.pid
+    for round_ in range(20):
+        served = []
+        late.later(lambda round_=round_: served.append(round_))
+        late.go()
+        if wait:
+            time.sleep(wait)  # the scenario: no call in flight when the callback is made
+        deadline = time.monotonic() + DEADLINE
+        while not served and time.monotonic() < deadline:
+            assert late.ping() == 'pong'
+        assert served == [round_]
+    assert late.join_all(DEADLINE)
+    assert ctx.pid == pid and ctx.alive
