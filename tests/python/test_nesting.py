@@ -258,8 +258,9 @@ def test_the_traceback_of_a_runaway_nesting_stays_bounded_on_a_big_stack():
     # On an 8 MiB main thread the nesting goes about 1,200 levels deep. Each level's traceback
     # holds the one below it, so unbounded the outermost error carried all of them (and their
     # formatting on the way up took about 19 s); each is cut to 64 KiB, keeping its ends.
+    # (From 3.12 on the interpreter's own C recursion limit ends it first, at about 370 levels.)
     report = run_runaway(recursion_limit=1_000_000, main_stack=8 * 1024 * 1024)
-    assert report['depth'] > 500, report['depth']
+    assert report['depth'] > 300, report['depth']
     assert report['traceback_cut'] is True
     assert report['traceback_bytes'] < 3 * 64 * 1024, report['traceback_bytes']
 
