@@ -105,14 +105,22 @@ std::string readerText(capnp::Text::Reader text) {
 // Builtin iterator types over containers: next() has no side effects beyond advancing, so the
 // peer may fetch their items in batches.
 bool isBatchIterator(PyTypeObject* type) {
-  if (type->tp_flags & Py_TPFLAGS_HEAPTYPE) return false;
+  // Static types, or (3.12 on: the deque iterators) a C extension's immutable heap type, which
+  // no class statement can make.
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+  constexpr unsigned long kImmutable = Py_TPFLAGS_IMMUTABLETYPE;
+#else
+  constexpr unsigned long kImmutable = 0;
+#endif
+  if ((type->tp_flags & Py_TPFLAGS_HEAPTYPE) && !(type->tp_flags & kImmutable)) return false;
   static const char* const kNames[] = {
       "list_iterator", "list_reverseiterator", "tuple_iterator", "range_iterator",
       "longrange_iterator", "set_iterator", "dict_keyiterator", "dict_valueiterator",
       "dict_itemiterator", "dict_reversekeyiterator", "dict_reversevalueiterator",
       "dict_reverseitemiterator", "bytes_iterator", "bytearray_iterator", "str_iterator",
       "str_ascii_iterator", "_collections._deque_iterator",
-      "_collections._deque_reverse_iterator", "odict_iterator", "odict_keyiterator",
+      "_collections._deque_reverse_iterator", "collections._deque_iterator",
+      "collections._deque_reverse_iterator", "odict_iterator", "odict_keyiterator",
       "odict_valueiterator", "odict_itemiterator"};
   for (const char* name : kNames) {
     if (strcmp(type->tp_name, name) == 0) return true;
