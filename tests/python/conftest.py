@@ -142,6 +142,17 @@ def new_context(request, transport):
     assert not leaked, f'terminated contexts left descriptors open: {leaked}'
 
 
+@pytest.fixture(scope='module')
+def fork_server_for_the_module():
+    """Starts the process-wide fork server before a module's tests (and their fd accounting) and
+    stops it when the module is done, so the session leak check sees nothing left. Modules that
+    use start_method='forkserver' ask for it with pytest.mark.usefixtures."""
+    from process_isolation import context as context_module
+    context_module._get_fork_server(60.0)
+    yield
+    context_module._stop_fork_server()
+
+
 @pytest.fixture
 def ctx(new_context):
     """A fresh IsolationContext of the test's own."""

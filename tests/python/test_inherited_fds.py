@@ -10,20 +10,14 @@ import sys
 
 import pytest
 
-from process_isolation import context as context_module
 
 from conftest import FIXTURES
 
 METHODS = ['fork', 'forkserver', 'spawn']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fork_server_stopped_afterwards():
-    """The fork server is process-wide: start it before the tests' own fd accounting and stop
-    it when this module is done, so the session leak check sees nothing left."""
-    context_module._get_fork_server(60.0)
-    yield
-    context_module._stop_fork_server()
+# The fork server is process-wide: started before this module's fd accounting, stopped after it.
+pytestmark = pytest.mark.usefixtures('fork_server_for_the_module')
 
 # The parent opens its log file before anything else, so it gets one of the lowest fds. A forked
 # child inherits that file object; the fork server's and spawned children inherit the one their

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from process_isolation import ProcessTerminationError
-from process_isolation import context as context_module
 
 from conftest import child_pids
 from transport_helpers import both_transports  # noqa: F401 (each test per transport)
@@ -18,13 +17,8 @@ HOLD_SECONDS = 40  # how long the grandchild keeps the socket: far past what the
 ALLOWED_SECONDS = 3
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fork_server_stopped_afterwards():
-    """The fork server is process-wide: start it before the tests' own fd accounting and stop
-    it when this module is done, so the session leak check sees nothing left."""
-    context_module._get_fork_server(60.0)
-    yield
-    context_module._stop_fork_server()
+# The fork server is process-wide: started before this module's fd accounting, stopped after it.
+pytestmark = pytest.mark.usefixtures('fork_server_for_the_module')
 
 
 def running(pid):

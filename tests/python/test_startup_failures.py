@@ -13,7 +13,6 @@ import pytest
 from process_isolation import IsolationContext, Limits, ProcessTerminationError
 from process_isolation import _core, _spawn
 
-from process_isolation import context as context_module
 
 from conftest import FIXTURES
 
@@ -21,13 +20,8 @@ MiB = 1 << 20
 METHODS = ['fork', 'forkserver', 'spawn']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fork_server_stopped_afterwards():
-    """The fork server is process-wide: start it before the tests' own fd accounting and stop
-    it when this module is done, so the session leak check sees nothing left."""
-    context_module._get_fork_server(60.0)
-    yield
-    context_module._stop_fork_server()
+# The fork server is process-wide: started before this module's fd accounting, stopped after it.
+pytestmark = pytest.mark.usefixtures('fork_server_for_the_module')
 
 # A parent that maps 400 MiB (an untouched mapping: it costs address space, not memory), then
 # starts a child limited to 256 MiB and uses it.
