@@ -58,9 +58,10 @@ constexpr uint32_t kMaxSegments = 512;
 // each of its words once per pass, and our decoders make one pass (a few words more for the
 // envelope), so the limit follows the frame: kTraversalWordsPerFrameWord words for each word of
 // it plus kTraversalSlackWords, never more than kTraversalLimitWords. Pointers that alias make a
-// small message read like a large one: under the absolute limit alone, a 72 KiB frame whose
-// lists all point at one list decoded as 89 million values (gigabytes of Python objects in the
-// parent); bound by its own size it decodes as at most 8 times itself.
+// small message read like a large one: under the absolute limit alone, a 21 KiB frame whose
+// lists all point at one list decoded as 27 million values in the parent (and a 72 KiB one
+// would make 89 million before reaching the limit); bound by its own size, a frame reads as at
+// most 8 times itself.
 constexpr uint64_t kTraversalLimitWords = 4 * (kMaxMessageBytes / 8);
 constexpr uint64_t kTraversalWordsPerFrameWord = 8;
 constexpr uint64_t kTraversalSlackWords = 1024;

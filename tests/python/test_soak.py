@@ -73,7 +73,7 @@ def soak(tmp_path, seconds, seed):
         text = decoded(bytes.fromhex(case['frame'])) if case else ''
         cause = next((why for mark, why in KNOWN_PARENT_DEATHS.items() if mark in text), None)
         if case and cause and done.returncode == -signal.SIGSEGV:
-            known.append({'cause': cause, 'case': describe(case, text)})
+            known.append({'cause': cause, 'case': describe(case, text), 'cases': case['index']})
             continue
         kept = tmp_path / 'reproducer.json'
         if case:
@@ -86,7 +86,9 @@ def soak(tmp_path, seconds, seed):
 
 def test_a_child_sending_mutated_frames_never_kills_hangs_or_leaks_the_parent(tmp_path):
     reports, known = soak(tmp_path, SECONDS, SEED)
-    summary = {'cases': sum(r['cases'] for r in reports), 'known_deaths': len(known),
+    # The cases of a parent that died count up to the one that killed it.
+    summary = {'cases': sum(r['cases'] for r in reports) + sum(d['cases'] for d in known),
+               'parents': len(reports) + len(known), 'known_deaths': len(known),
                'outcomes': {}, 'slowest_call': max((r['slowest_call'] for r in reports), default=0)}
     for report in reports:
         for outcome, count in report['outcomes'].items():
