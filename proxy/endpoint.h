@@ -115,6 +115,12 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // ClientStateError with `description`.
   void markLost(std::exception_ptr error, const std::string& description);
 
+  // Parent side: refuse the child private attributes of parent objects and looks inside parent
+  // modules, frames, tracebacks and code (Dispatcher::setDenyPrivate). For a confined child; set
+  // before the first request.
+  void setDenyPrivate(bool deny) { dispatcher_.setDenyPrivate(deny); }
+  bool deniesPrivate() const { return dispatcher_.deniesPrivate(); }
+
   // The default deadline for requests, in seconds (< 0: none).
   double defaultTimeout() const { return defaultTimeout_; }
   void setDefaultTimeout(double seconds) { defaultTimeout_ = seconds; }

@@ -177,8 +177,27 @@ bool isForwardedDunder(PyObject* name) {
   return false;
 }
 
+// Attributes whose value holds addresses in the owner's memory (numpy's array interfaces): read
+// through a proxy they would have the reader's numpy build an array over whatever its own
+// memory holds at that address, stale data or a crash. They are never forwarded, so numpy falls
+// back to what a proxy can answer (`__array__`, the sequence protocol).
+bool isAddressBearing(PyObject* name) {
+  for (const char* attribute : {"__array_struct__", "__array_interface__",
+                                "__cuda_array_interface__"}) {
+    if (PyUnicode_CompareWithASCIIString(name, attribute) == 0) return true;
+  }
+  return false;
+}
+
 PyObject* proxyGetattro(PyObject* self, PyObject* name) {
   if (!PyUnicode_Check(name)) return PyObject_GenericGetAttr(self, name);
+  if (isAddressBearing(name)) {
+    PyErr_Format(PyExc_AttributeError,
+                 "%s does not forward %U: its value holds addresses in the memory of the "
+                 "process that owns the object",
+                 proxyLabel(self).c_str(), name);
+    return nullptr;
+  }
   if (!isForwardedDunder(name) && _PyType_Lookup(Py_TYPE(self), name) != nullptr) {
     return PyObject_GenericGetAttr(self, name);
   }

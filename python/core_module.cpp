@@ -224,6 +224,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly(
           "parent_spans", [](pi::Connection& c) { return c.endpoint()->sendsSpans(); },
           "True while large bytes go to the child as spans of the parent's memory.")
+      .def_property(
+          "deny_private", [](pi::Connection& c) { return c.endpoint()->deniesPrivate(); },
+          [](pi::Connection& c, bool deny) { c.endpoint()->setDenyPrivate(deny); },
+          "True: the child is confined, and may not use private attributes of parent objects "
+          "nor look inside parent modules (set before the first call).")
       .def("pinned_spans", [](pi::Connection& c) { return c.endpoint()->pinnedSpans(); },
            "How many spans of its memory the parent holds for the child right now.")
       .def("sent_buffers",

@@ -96,7 +96,7 @@ class IsolationContext:
     def __init__(self, *, start_method="fork", env=None, inherit_env=True, paths=None,
                  inherit_paths=True, cwd=None, timeout=None, limits=None, restart=False,
                  stdout="inherit", stderr="inherit", trusted=False, start_timeout=60.0,
-                 python=None, transport="shm", **unsupported):
+                 python=None, transport="shm", _deny_private=False, **unsupported):
         if unsupported:
             names = ", ".join(sorted(unsupported))
             raise TypeError(f"IsolationContext() got options this version does not support: "
@@ -134,6 +134,14 @@ class IsolationContext:
         # TODO(security): a sandboxed context (Sandbox, not built yet) must set this False, as it
         # must start with 'forkserver'.
         self._parent_spans = True
+        # Whether the child may use private and dunder attributes of the parent objects passed
+        # to it, and look inside parent modules, as local code would (DESIGN.md, "Trust"). An
+        # unconfined child can already do anything its user can, so by default it may; a denied
+        # private attribute is an AttributeError saying why, a look inside a parent module a
+        # PermissionError. Imports and calls by name in the parent, and copies of parent objects
+        # by value, are refused either way.
+        # TODO(security): a sandboxed context (Sandbox, not built yet) must set this True.
+        self._deny_private = bool(_deny_private)
         self._connection = None
         # Every proxy of this context's child keeps the context alive (DESIGN.md, "What a proxy
         # does"), so the context holds its module proxies weakly: when the user's last proxy
@@ -197,6 +205,9 @@ class IsolationContext:
             bootstrap = functools.partial(_child.bootstrap, self.env, self.inherit_env,
                                           self.paths, self.inherit_paths, self.cwd, self.limits)
             connection = _core.Connection.start(bootstrap, self.start_timeout, **outputs)
+        # Before the first request: the parent serves the child's requests only while it waits
+        # for an answer of its own.
+        connection.deny_private = self._deny_private
         if self.timeout is not None:
             connection.default_timeout = float(self.timeout)
         if self.restart_policy == "auto":
