@@ -74,6 +74,7 @@ def test_import_isolated_after_a_crash_returns_the_same_module_proxies(crashed):
 
 def test_registered_modules_stay_in_sys_modules_across_a_crash(crashed):
     _, basic, *_ = crashed
+    assert not default_context().alive  # the context has seen the crash
     assert sys.modules['isofix_basic'] is basic
     import isofix_basic
     assert isofix_basic is basic
