@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from process_isolation import context as context_module
+
 SCHEMA = Path(__file__).resolve().parents[2] / 'protocol' / 'isolation.capnp'
 CAPNP = shutil.which('capnp')
 TOOL_SECONDS = 60
@@ -138,3 +140,22 @@ def test_the_child_cannot_make_the_parent_call_a_function_by_name(any_ctx, tmp_p
     assert 'may not call a parent function by name' in answer
     assert not canary.exists()
     assert ctx.load_module('isofix_basic').add(1, 2) == 3
+
+
+@pytest.fixture
+def fork_server():
+    """The process-wide fork server, started before the test's own fd accounting and stopped
+    after it, so the leak checks see nothing of it."""
+    context_module._get_fork_server(60.0)
+    yield
+    context_module._stop_fork_server()
+
+
+@pytest.mark.parametrize('start_method', ['fork', 'forkserver', 'spawn'])
+def test_a_confined_child_is_refused_private_attributes_whatever_its_start_method(
+        fork_server, new_context, start_method):
+    snoop = new_context(_deny_private=True, start_method=start_method).load_module('isofix_snoop')
+    kind, message = snoop.try_read_attribute(Holder(), '_secret')
+    assert kind == 'AttributeError' and 'confined child' in message
+    unconfined = new_context(start_method=start_method).load_module('isofix_snoop')
+    assert unconfined.read_attribute(Holder(), '_secret') == 'hidden'
