@@ -343,14 +343,14 @@ void Connection::interruptPeer() { child_.kill(SIGINT); }
 std::string Connection::endedDescription() {
   std::string s = "the isolated child (pid " + std::to_string(child_.pid()) + ") has ended";
   if (termination_) s += " (" + termination_->describeEnding() + ")";
-  return s + "; objects from it can no longer be used (restart its context to go on)";
+  return s;
 }
 
 void Connection::terminate(double graceSeconds) {
   if (termination_) return;
   if (!endpoint_->closed()) endpoint_->sendGoodbye();
   endpoint_->close("the isolated child (pid " + std::to_string(child_.pid()) +
-                   ") was terminated; objects from it can no longer be used");
+                   ") was terminated");
   Termination t;
   {
     py::gil_scoped_release nogil;

@@ -27,6 +27,7 @@ struct Call {
   py::tuple args;
   py::dict kwargs;
   Role role;
+  bool denyPrivate = false;  // the parent serves a confined child (Dispatcher::setDenyPrivate)
   uint64_t targetId = 0;
   // Errors raised by iterators part-way through an iterBatch, owed on the next request.
   std::unordered_map<uint64_t, py::object>* pendingIterErrors;
@@ -48,7 +49,7 @@ struct Call {
   throw py::error_already_set();
 }
 
-// Attribute names an untrusted child may not use on parent objects: private names, and the
+// Attribute names a confined child may not use on parent objects: private names, and the
 // introspection attributes of frames, tracebacks, code, generators and coroutines, which lead to
 // module globals and from there to everything.
 bool isForbiddenAttribute(const std::string& name) {
@@ -59,15 +60,20 @@ bool isForbiddenAttribute(const std::string& name) {
   return false;
 }
 
+// An AttributeError, not a PermissionError: a library probing `hasattr(obj, '_typ')` on a parent
+// object in a confined child goes on as it would for an object without it.
 void checkAttributeName(const Call& call) {
-  if (call.role == Role::kParent && isForbiddenAttribute(call.name)) {
-    refuse(std::string("use the ") + (call.name.empty() || call.name[0] == '_' ? "private" :
-                                      "introspection") +
-           " attribute '" + call.name + "' of a parent object");
+  if (call.role == Role::kParent && call.denyPrivate && isForbiddenAttribute(call.name)) {
+    std::string kind = call.name.empty() || call.name[0] == '_' ? "private" : "introspection";
+    PyErr_SetString(PyExc_AttributeError,
+                    ("a confined child may not use the " + kind + " attribute '" + call.name +
+                     "' of a parent object")
+                        .c_str());
+    throw py::error_already_set();
   }
 }
 
-// Parent objects an untrusted child may do no more with than print, hash and compare: modules,
+// Parent objects a confined child may do no more with than print, hash and compare: modules,
 // frames, tracebacks and code objects.
 bool isSealedForChild(py::handle object) {
   PyObject* o = object.ptr();
@@ -388,16 +394,20 @@ DispatchResult Dispatcher::dispatch(wire::Request::Reader request,
 
   Call call;
   call.role = role_;
+  call.denyPrivate = denyPrivate_;
   call.targetId = request.getTarget();
   call.pendingIterErrors = &pendingIterErrors_;
   call.lastBatches = &lastBatches_;
   if (request.getTarget() != 0) {
     call.target = py::reinterpret_borrow<py::object>(exports_.get(request.getTarget()));
-    if (role_ == Role::kParent && isSealedForChild(call.target)) {
+    if (role_ == Role::kParent && denyPrivate_ && isSealedForChild(call.target)) {
       auto op = request.getOp();
       bool harmless = op == wire::Op::REPR || op == wire::Op::STR || op == wire::Op::HASH ||
                       op == wire::Op::BOOL || op == wire::Op::COMPARE;
-      if (!harmless) refuse("look inside a module, frame, traceback or code object of the parent");
+      if (!harmless) {
+        refuse("look inside a module, frame, traceback or code object of the parent (the child "
+               "is confined)");
+      }
     }
   }
   auto name = request.getName();

@@ -28,11 +28,19 @@ struct DispatchResult {
 
 // Runs requests against the local objects in an export table. Requires the GIL.
 //
-// In the parent (Role::kParent) the peer is an untrusted child, so the dispatcher refuses what
-// would let it reach beyond the objects the parent handed it: `import`, `callByName` and
-// `byvalue`, and attribute access to names starting with an underscore (which would lead to
-// `__globals__`, `__code__`, `__subclasses__` and from there to everything). `fetchBuffer` it
-// passes on to the endpoint, which answers it only for a span the parent sent and still holds.
+// In the parent (Role::kParent) the peer is a child the parent does not trust, so the dispatcher
+// refuses what would make the parent act on a name the child chose: `import` and `callByName`
+// (the parent never imports a module or resolves a global by a name the child sent), and
+// `byvalue` (the parent's objects are never pickled for the child). `fetchBuffer` it passes on
+// to the endpoint, which answers it only for a span the parent sent and still holds.
+// Everything else the child may do with the parent objects it was handed, as local code would,
+// private and dunder attributes included (DESIGN.md, "Trust": an unconfined child can already do
+// anything its user can). With `setDenyPrivate(true)`, for a confined (sandboxed) child, it also
+// refuses attribute names starting with an underscore (which lead to `__globals__`, `__code__`,
+// `__subclasses__` and from there to everything) and the introspection attributes of frames,
+// tracebacks, code, generators and coroutines, as an AttributeError saying why (so `hasattr`
+// probes behave), and every op but repr, str, hash, bool and compare on modules, frames,
+// tracebacks and code objects, as a PermissionError.
 class Dispatcher {
  public:
   Dispatcher(ValueCodec& codec, ExportTable& exports, Role role)
@@ -47,6 +55,11 @@ class Dispatcher {
 
   Role role() const { return role_; }
 
+  // Parent side: whether the child is confined (see the class comment). Off by default. Set it
+  // before the first request is served (the context does, right after the child said hello).
+  void setDenyPrivate(bool deny) { denyPrivate_ = deny; }
+  bool deniesPrivate() const { return denyPrivate_; }
+
   // The items the last iterBatch on export `id` returned (empty when none).
   py::list lastBatch(uint64_t id) const;
   // Export `id` was dropped: forget what was kept for it.
@@ -56,6 +69,7 @@ class Dispatcher {
   ValueCodec& codec_;
   ExportTable& exports_;
   Role role_;
+  bool denyPrivate_ = false;
   // Export id of an iterator -> the exception it raised part-way through an iterBatch.
   std::unordered_map<uint64_t, py::object> pendingIterErrors_;
   // Export id of an iterator -> the items its last iterBatch returned, to put unread ones back.

@@ -446,11 +446,27 @@ void Endpoint::ensureUsable() {
     std::rethrow_exception(lostError_);
   }
   if (closed_) {
-    throw ClientStateError(endedDescription_.empty() ? "the connection to the isolated child is "
-                                                       "closed"
-                                                     : endedDescription_);
+    // With a restart hook (restart='auto', the default context) module proxies carry on in a
+    // new child, so the way on is to get the object again from its module.
+    throw ClientStateError(endedSummary() + "; objects from it can no longer be used" +
+                           (restartHook_ ? " (its modules carry on in a new child: get the "
+                                           "object from them again)"
+                                         : " (restart its context to go on)"));
   }
 }
+
+void Endpoint::noteLostDuring(const std::string& call) {
+  if (lostDuring_.empty()) lostDuring_ = call;
+}
+
+std::string Endpoint::endedSummary() const {
+  std::string summary = endedDescription_.empty() ? "the connection to the isolated child is closed"
+                                                  : endedDescription_;
+  if (!lostDuring_.empty()) summary += " during " + lostDuring_;
+  return summary;
+}
+
+bool Endpoint::ownedHere() const { return currentPid() == ownerPid_; }
 
 void Endpoint::close(const std::string& description) {
   if (closed_) return;

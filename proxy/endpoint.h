@@ -40,7 +40,8 @@ class EndpointObserver {
   [[noreturn]] virtual void connectionLost(Loss loss, const std::string& detail) = 0;
   // Asks the peer to interrupt what it is doing (the parent's user pressed Ctrl-C).
   virtual void interruptPeer() = 0;
-  // A sentence saying how the peer ended, for errors about later use.
+  // How the peer ended, as the subject of a sentence ("the isolated child (pid 12) has ended
+  // (killed by SIGSEGV ...)"), for errors about later use and the repr of dead proxies.
   virtual std::string endedDescription() = 0;
 };
 
@@ -107,13 +108,30 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   void sendGoodbye();
 
   // Shuts the connection down without an error (the owner is terminating the child). Later use
-  // raises ClientStateError with `description`.
+  // raises ClientStateError saying `description` (what happened to the peer, as the subject of
+  // a sentence: "the isolated child (pid 12) was terminated").
   void close(const std::string& description);
   bool closed() const { return closed_; }
 
   // The owner found the peer gone between calls: the next use throws `error` (once), later uses
-  // ClientStateError with `description`.
+  // ClientStateError with `description` (as for close()).
   void markLost(std::exception_ptr error, const std::string& description);
+
+  // The call that was in flight when the connection was lost, as the proxy that made it
+  // describes it ("buggy.dragons_here()"); the first one noted is kept, and later errors name it.
+  void noteLostDuring(const std::string& call);
+  // After the connection closed: how the peer ended, and during which call ("the isolated child
+  // (pid 12) has ended (killed by SIGSEGV ...) during buggy.dragons_here()"). For the repr of a
+  // dead proxy and ClientStateError.
+  std::string endedSummary() const;
+  // True when this process made the endpoint (a forked copy may not use it).
+  bool ownedHere() const;
+
+  // Parent side: refuse the child private attributes of parent objects and looks inside parent
+  // modules, frames, tracebacks and code (Dispatcher::setDenyPrivate). For a confined child; set
+  // before the first request.
+  void setDenyPrivate(bool deny) { dispatcher_.setDenyPrivate(deny); }
+  bool deniesPrivate() const { return dispatcher_.deniesPrivate(); }
 
   // The default deadline for requests, in seconds (< 0: none).
   double defaultTimeout() const { return defaultTimeout_; }
@@ -240,6 +258,7 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   std::exception_ptr lostError_;
   bool lostReported_ = false;
   std::string endedDescription_;
+  std::string lostDuring_;  // see noteLostDuring
   // Calls the user interrupted whose answers are still owed, and when the child must have sent
   // them by.
   std::unordered_set<uint64_t> staleCalls_;

@@ -122,6 +122,7 @@ PyObject* forward(PyObject* self, wire::Op op, std::string_view name, CallArgs a
   } catch (const TerminationError& error) {
     TerminationError described = error;
     described.setCall(describeCall(self, op, name, args));
+    if (endpointOf(self)) endpointOf(self)->noteLostDuring(described.call());
     try {
       throw described;
     } catch (...) {
@@ -177,8 +178,27 @@ bool isForwardedDunder(PyObject* name) {
   return false;
 }
 
+// Attributes whose value holds addresses in the owner's memory (numpy's array interfaces): read
+// through a proxy they would have the reader's numpy build an array over whatever its own
+// memory holds at that address, stale data or a crash. They are never forwarded, so numpy falls
+// back to what a proxy can answer (`__array__`, the sequence protocol).
+bool isAddressBearing(PyObject* name) {
+  for (const char* attribute : {"__array_struct__", "__array_interface__",
+                                "__cuda_array_interface__"}) {
+    if (PyUnicode_CompareWithASCIIString(name, attribute) == 0) return true;
+  }
+  return false;
+}
+
 PyObject* proxyGetattro(PyObject* self, PyObject* name) {
   if (!PyUnicode_Check(name)) return PyObject_GenericGetAttr(self, name);
+  if (isAddressBearing(name)) {
+    PyErr_Format(PyExc_AttributeError,
+                 "%s does not forward %U: its value holds addresses in the memory of the "
+                 "process that owns the object",
+                 proxyLabel(self).c_str(), name);
+    return nullptr;
+  }
   if (!isForwardedDunder(name) && _PyType_Lookup(Py_TYPE(self), name) != nullptr) {
     return PyObject_GenericGetAttr(self, name);
   }
@@ -208,7 +228,49 @@ int proxySetattro(PyObject* self, PyObject* name, PyObject* value) {
   return 0;
 }
 
-PyObject* proxyRepr(PyObject* self) { return forward(self, wire::Op::REPR, "", {}); }
+// Text for the repr of a proxy whose child is gone (ended, terminated, another process's, or the
+// proxy was replaced by a restart): what it stood for, and why it is dead.
+PyObject* deadProxyRepr(PyObject* self) {
+  Endpoint* endpoint = endpointOf(self).get();
+  std::string why = endpoint == nullptr       ? "it was replaced by a restart"
+                    : !endpoint->ownedHere() ? "it belongs to another process"
+                                             : endpoint->endedSummary();
+  // What the proxy stood for: the name it was reached by ("json", "mod.Point"), or its type.
+  std::string what;
+  if (asProxy(self)->label != nullptr) {
+    what = utf8(asProxy(self)->label);
+  } else {
+    PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(self));
+    for (const char* part : {"__module__", "__qualname__"}) {
+      PyObject* text = PyObject_GetAttrString(type, part);
+      if (text == nullptr) PyErr_Clear();
+      if (!what.empty()) what += ".";
+      what += text != nullptr && PyUnicode_Check(text) ? utf8(text) : "?";
+      Py_XDECREF(text);
+    }
+    what += " object";
+  }
+  std::string text = "<dead proxy of " + what + ": " + why + ">";
+  return PyUnicode_DecodeUTF8(text.data(), Py_ssize_t(text.size()), "replace");
+}
+
+// A proxy whose child is known to be gone has a repr all the same (debuggers, logs and the REPL
+// show it): text saying so. A module proxy that restart='auto' brings back shows the module in
+// its new child. A child found dead by this very repr is news: ProcessTerminationError.
+PyObject* proxyRepr(PyObject* self) {
+  Endpoint* before = endpointOf(self).get();
+  bool knownDead = before == nullptr || !before->ownedHere() || before->closed();
+  bool mayComeBack = knownDead && before != nullptr && before->ownedHere() &&
+                     asProxy(self)->isModule && before->restartHook();
+  if (knownDead && !mayComeBack) return deadProxyRepr(self);
+  PyObject* result = forward(self, wire::Op::REPR, "", {});
+  if (result == nullptr && knownDead && endpointOf(self).get() == before) {
+    PyErr_Clear();  // it did not come back
+    return deadProxyRepr(self);
+  }
+  return result;
+}
+
 PyObject* proxyStr(PyObject* self) { return forward(self, wire::Op::STR, "", {}); }
 
 Py_hash_t proxyHash(PyObject* self) {

@@ -124,6 +124,7 @@ py::object callByRequest(pi::Endpoint& endpoint, pi::wire::Op op, uint64_t targe
     return endpoint.request(op, target, name, callArgs, pi::Deadline::afterOrNever(seconds));
   } catch (pi::TerminationError& error) {
     error.setCall(description);
+    endpoint.noteLostDuring(error.call());
     throw;
   }
 }
@@ -224,6 +225,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly(
           "parent_spans", [](pi::Connection& c) { return c.endpoint()->sendsSpans(); },
           "True while large bytes go to the child as spans of the parent's memory.")
+      .def_property(
+          "deny_private", [](pi::Connection& c) { return c.endpoint()->deniesPrivate(); },
+          [](pi::Connection& c, bool deny) { c.endpoint()->setDenyPrivate(deny); },
+          "True: the child is confined, and may not use private attributes of parent objects "
+          "nor look inside parent modules (set before the first call).")
       .def("pinned_spans", [](pi::Connection& c) { return c.endpoint()->pinnedSpans(); },
            "How many spans of its memory the parent holds for the child right now.")
       .def("sent_buffers",
@@ -263,7 +269,10 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("interrupt", [](pi::Connection& c) { c.interruptPeer(); })
       .def("set_restart_hook",
-           [](pi::Connection& c, py::object hook) { c.endpoint()->setRestartHook(hook); })
+           [](pi::Connection& c, py::object hook) {
+             c.endpoint()->setRestartHook(hook.is_none() ? py::object() : hook);
+           },
+           "Called with a module proxy used after the child ended (restart='auto'); None for none.")
       .def("set_proxy_owner",
            [](pi::Connection& c, py::object owner) { c.endpoint()->setProxyOwner(owner); },
            "Every proxy made from now on keeps `owner` (the context) alive while it lives.")

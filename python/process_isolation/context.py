@@ -74,9 +74,12 @@ class IsolationContext:
         timeout: default seconds a call may take before the child is killed and
             :class:`CallTimeoutError` is raised; None for no limit.
         limits: a :class:`Limits` applied in the child before it imports anything.
-        restart: False (default), or ``'auto'``: after the child ended, the next use of a
-            *module* proxy starts a new child and imports the module again (proxies of other
-            objects from the ended child keep raising ClientStateError).
+        restart: False (default), or ``'auto'`` (what :func:`default_context` has): after the
+            child ended, the next use of a *module* proxy, or the next :meth:`load_module` of
+            it (which returns the same proxy), starts a new child and imports the module again;
+            module proxies stay in ``sys.modules`` meanwhile. Proxies of other objects from the
+            ended child keep raising ClientStateError. After :meth:`terminate` nothing comes
+            back until the context is used again.
         stdout, stderr: ``'inherit'`` (default), ``'capture'`` (kept in a bounded buffer; the
             last lines are attached to ProcessTerminationError and returned by
             :meth:`captured_output`), or a file path to append to.
@@ -96,7 +99,7 @@ class IsolationContext:
     def __init__(self, *, start_method="fork", env=None, inherit_env=True, paths=None,
                  inherit_paths=True, cwd=None, timeout=None, limits=None, restart=False,
                  stdout="inherit", stderr="inherit", trusted=False, start_timeout=60.0,
-                 python=None, transport="shm", **unsupported):
+                 python=None, transport="shm", _deny_private=False, **unsupported):
         if unsupported:
             names = ", ".join(sorted(unsupported))
             raise TypeError(f"IsolationContext() got options this version does not support: "
@@ -134,6 +137,14 @@ class IsolationContext:
         # TODO(security): a sandboxed context (Sandbox, not built yet) must set this False, as it
         # must start with 'forkserver'.
         self._parent_spans = True
+        # Whether the child may use private and dunder attributes of the parent objects passed
+        # to it, and look inside parent modules, as local code would (DESIGN.md, "Trust"). An
+        # unconfined child can already do anything its user can, so by default it may; a denied
+        # private attribute is an AttributeError saying why, a look inside a parent module a
+        # PermissionError. Imports and calls by name in the parent, and copies of parent objects
+        # by value, are refused either way.
+        # TODO(security): a sandboxed context (Sandbox, not built yet) must set this True.
+        self._deny_private = bool(_deny_private)
         self._connection = None
         # Every proxy of this context's child keeps the context alive (DESIGN.md, "What a proxy
         # does"), so the context holds its module proxies weakly: when the user's last proxy
@@ -143,6 +154,7 @@ class IsolationContext:
         self._registered = weakref.WeakValueDictionary()
         self._registering = set()  # names put in sys.modules, so a restart puts them back
         self._termination = None
+        self._stopped = False  # terminate() was called and the context not used since
         self._lock = threading.RLock()
         _live_contexts.add(self)
 
@@ -197,6 +209,9 @@ class IsolationContext:
             bootstrap = functools.partial(_child.bootstrap, self.env, self.inherit_env,
                                           self.paths, self.inherit_paths, self.cwd, self.limits)
             connection = _core.Connection.start(bootstrap, self.start_timeout, **outputs)
+        # Before the first request: the parent serves the child's requests only while it waits
+        # for an answer of its own.
+        connection.deny_private = self._deny_private
         if self.timeout is not None:
             connection.default_timeout = float(self.timeout)
         if self.restart_policy == "auto":
@@ -204,6 +219,7 @@ class IsolationContext:
         connection.set_proxy_owner(self)
         self._connection = connection
         self._termination = None
+        self._stopped = False
 
     def restart(self):
         """Terminates the child (if running) and starts a new one. Proxies from the old child
@@ -216,8 +232,12 @@ class IsolationContext:
 
     def terminate(self):
         """Ends the child: says goodbye, then SIGTERM, then SIGKILL after a short grace; reaps
-        it. Proxies from it raise ClientStateError from then on. Idempotent."""
+        it. Proxies from it raise ClientStateError from then on, module proxies too (even with
+        restart='auto', until the context is used again). Idempotent."""
         with self._lock:
+            self._stopped = True
+            if self._connection is not None:
+                self._connection.set_restart_hook(None)
             self._shutdown()
 
     def _shutdown(self):
@@ -228,10 +248,14 @@ class IsolationContext:
         connection.terminate()
         self._termination = connection.termination
 
-    def _forget_child(self):
+    def _forget_child(self, keep_modules=False):
         """Drops the connection and the modules imported into its child (and their entries in
-        sys.modules)."""
+        sys.modules). With ``keep_modules`` (a child that ended by itself, restart='auto') the
+        module proxies stay, here and in sys.modules: their next use imports them again in a new
+        child."""
         self._connection = None
+        if keep_modules:
+            return
         for name, proxy in list(self._registered.items()):
             if sys.modules.get(name) is proxy:
                 del sys.modules[name]
@@ -259,7 +283,7 @@ class IsolationContext:
     def _note_ended(self, connection):
         if self._connection is connection:
             self._termination = connection.termination
-            self._forget_child()
+            self._forget_child(keep_modules=self.restart_policy == "auto")
 
     def __enter__(self):
         return self
@@ -320,6 +344,10 @@ class IsolationContext:
             connection = self._live_connection()
             module = self._modules.get(name)
             if module is not None:
+                if not connection.owns(module):
+                    # A module proxy of an ended child (restart='auto'): the same proxy, imported
+                    # again in the new child.
+                    self._reimport(module)
                 return module
             paths = [os.fspath(p) for p in (path or ())]
             try:
@@ -378,12 +406,14 @@ class IsolationContext:
         module in a new child. Returns True when it did."""
         with self._lock:
             name = _core.proxy_label(proxy)
+            if self._stopped:
+                return False  # terminate() ended the child: nothing comes back until asked
             connection = self._connection
             if connection is not None and connection.owns(proxy) and connection.alive:
                 return False  # its child still runs: the error was about something else
-            if connection is None or not connection.alive:
-                self._shutdown()
-                self._termination = None
+            if connection is not None and not connection.alive:
+                self._note_ended(connection)  # keeps the module proxies
+            if self._connection is None:
                 self._start()
             fresh = self._connection.import_module(name, self._module_paths.get(name, []))
             _core.adopt(proxy, fresh)
@@ -420,11 +450,17 @@ def _auto_restart(context_ref, proxy):
 
 
 def default_context() -> IsolationContext:
-    """The context :func:`import_isolated` and :func:`load_module` use when none is given."""
+    """The context :func:`import_isolated` and :func:`load_module` use when none is given.
+
+    It has ``restart='auto'``: after its child crashed, the next use of any module imported
+    into it (or the next :func:`import_isolated`) starts a new child and imports the module
+    again, so one crashing module does not take the others down with it. Objects of the dead
+    child stay dead: using one raises :class:`ClientStateError` naming the crash.
+    """
     global _default
     with _default_lock:
         if _default is None:
-            _default = IsolationContext()
+            _default = IsolationContext(restart="auto")
         return _default
 
 

@@ -1,8 +1,10 @@
 """A parent whose hostile child forges every request op against every kind of parent object it
 holds (and id 0, and an id the parent never exported), with missing, surplus and wrong-typed
-arguments. Run as a script by test_hostile_child.py, so that a crash kills this process, not
-pytest. Argument: the transport (shm or socket). Prints one JSON summary line: every answer's call id and what it was (a value, or the
-class and message of an error), and what the parent did afterwards.
+arguments. Run as a script by test_forged_requests.py, so that a crash kills this process, not
+pytest. Arguments: the transport (shm or socket), and `confined` for a child that may not use
+private attributes of parent objects (IsolationContext(_deny_private=True)) or `unconfined`.
+Prints one JSON summary line: how many answers were values or errors of each class, samples of
+each, the refusals by what they refused, and what the parent did afterwards.
 
 Messages are written and read with the `capnp` tool (capnp encode / decode of the schema), in
 one run for each batch of requests."""
@@ -29,9 +31,9 @@ OPS = ['import', 'getattr', 'setattr', 'delattr', 'call', 'callMethod', 'repr', 
        'iterBatch', 'fetchBuffer']
 NAMES = {
     'import': ['json'],
-    'getattr': ['attr', 'no_such_name', '_private'],
-    'setattr': ['attr', '_private'],
-    'delattr': ['attr', 'no_such_name'],
+    'getattr': ['attr', 'no_such_name', '_private', '__dict__', '__class__'],
+    'setattr': ['attr', '_private', '__class__'],
+    'delattr': ['attr', 'no_such_name', '__dict__'],
     'callMethod': ['method', 'no_such_name'],
     'compare': ['__eq__', '__lt__', '__bogus__'],
     'special': ['__add__', '__len__', '__exit__', '__bogus__'],
@@ -141,8 +143,17 @@ def argument_lists(other_id, iterator_id):
     ]
 
 
-def main(transport):
-    ctx = IsolationContext(paths=[str(FIXTURES)], timeout=120, transport=transport)
+def refusal(message):
+    """What a refusal refused, without the name it quoted: 'an isolated child may not import a
+    module in the parent', 'a confined child may not use the private attribute', ...; or None
+    for an error that is no refusal."""
+    found = re.match(r"(an isolated|a confined) child may not [^'(]*", message)
+    return found.group(0).strip() if found else None
+
+
+def main(transport, confined):
+    ctx = IsolationContext(paths=[str(FIXTURES)], timeout=120, transport=transport,
+                           _deny_private=confined)
     forger = ctx.load_module('isofix_forger')
     objects = targets()
     forger.hold(*objects.values())
@@ -160,6 +171,7 @@ def main(transport):
     ids[0] = 'id 0'
     ids[UNKNOWN_ID] = 'unknown id'
     summary = collections.Counter()
+    refusals = collections.Counter()
     samples = collections.defaultdict(list)  # error class -> some of its (request, message)
     unanswered = []
     unclear = []
@@ -183,16 +195,20 @@ def main(transport):
             else:
                 what = answer[0] if answer[0] == 'value' else answer[1]
                 summary[what] += 1
+                refused = refusal(answer[2]) if answer[0] == 'error' else None
+                if refused:
+                    refusals[f'{what}: {refused}'] += 1
                 if len(samples[what]) < 40:
                     samples[what].append([request, answer[-1][:200]])
     # The parent goes on: plain calls, and a callback.
     after = [ctx.load_module('isofix_basic').add(2, 3), forger.call(lambda x: x * 2, 21),
              ctx.alive]
     print(json.dumps({'kinds': sorted(found), 'missing': missing, 'summary': summary,
-                      'samples': samples,
+                      'samples': samples, 'refusals': refusals,
                       'unanswered': unanswered[:20], 'unclear': unclear[:20], 'after': after}))
     ctx.terminate()
 
 
 if __name__ == '__main__':
-    main(sys.argv[1] if len(sys.argv) > 1 else 'shm')
+    main(sys.argv[1] if len(sys.argv) > 1 else 'shm',
+         len(sys.argv) > 2 and sys.argv[2] == 'confined')

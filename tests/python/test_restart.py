@@ -27,9 +27,12 @@ def test_restart_of_a_running_child_starts_a_new_one_and_old_proxies_name_the_ol
     assert ctx.alive
     assert ctx.pid not in (None, old)
     assert old not in child_pids()
-    for use in (lambda: basic.add(1, 2), lambda: point.x, lambda: repr(point)):
+    for use in (lambda: basic.add(1, 2), lambda: point.x, lambda: str(point)):
         with pytest.raises(ClientStateError, match=f'pid {old}'):
             use()
+    # The repr of a dead proxy is text that says so (issue 12, item 9).
+    assert repr(point) == (f'<dead proxy of isolated.isofix_basic.Point object: the isolated child '
+                           f'(pid {old}) was terminated>')
     assert sys.modules.get('isofix_basic') is not basic
     fresh = ctx.load_module('isofix_basic')
     assert fresh is not basic
