@@ -1,8 +1,10 @@
-// Python value <-> capnp Value: by value for exact builtin kinds, by reference for the rest.
+// Python value <-> capnp Value: by value for exact builtin kinds and standard value types (see
+// StandardValues), by reference for the rest.
 #pragma once
 
 #include "protocol/isolation.capnp.h"
 #include "proxy/buffer_codec.h"
+#include "proxy/standard_values.h"
 #include "runtime/peer_memory.h"
 #include "runtime/unique_fd.h"
 
@@ -75,7 +77,7 @@ py::object makeException(py::handle cls, py::handle args);
 // Encodes and decodes values for one connection. Requires the GIL.
 class ValueCodec {
  public:
-  explicit ValueCodec(CodecPeer& peer) : peer_(peer), buffers_(peer) {}
+  explicit ValueCodec(CodecPeer& peer) : peer_(peer), buffers_(peer), standard_(peer) {}
 
   // Writes `object` into `out`. Throws ValueError (py::value_error) when a by-value object nests
   // deeper than kMaxValueDepth (a container that contains itself, for one).
@@ -109,6 +111,7 @@ class ValueCodec {
   CodecPeer& peer_;
   BuiltinTable builtins_;
   BufferCodec buffers_;
+  StandardValues standard_;
 };
 
 }  // namespace pi
