@@ -275,9 +275,10 @@ struct StandardValue {
   # An immutable value of a standard type, of exactly that type (an instance of a subclass
   # crosses by reference). The receiver rebuilds it from these fields with its own classes,
   # running no code the sender chose, and refuses fields out of range (a protocol error from the
-  # child). The stdlib modules it needs (datetime, decimal, fractions, uuid, pathlib) it imports
-  # if it has not; the classes of the last three members it only looks up in its `sys.modules`,
-  # never importing anything, and when it does not find them it uses `original` instead.
+  # child). It finds its classes in its `sys.modules` only, reading dicts, never importing
+  # (process_isolation imports datetime, decimal, fractions, uuid and pathlib on both sides).
+  # For the last three members, which depend on what the program imported, a receiver without
+  # the class (or without numpy) uses `original` instead. See docs/protocol.md.
 
   union {
     date @0 :Date;                  # datetime.date
