@@ -4,7 +4,6 @@
 #include "protocol/limits.h"
 #include "proxy/value_codec.h"
 
-#include <capnp/message.h>
 #include <datetime.h>
 #include <kj/debug.h>
 
@@ -135,25 +134,35 @@ void writeDelta(PyObject* delta, wire::TimeDelta::Builder out) {
 }
 
 // The offset and name an exact datetime.timezone was made with (its __getinitargs__, the
-// type's own C method), or false when it is not one this side can describe.
-bool writeTimeZone(PyObject* zone, const PyDateTime_CAPI* dt, wire::TimeZone::Builder out) {
+// type's own C method).
+struct ZoneFields {
+  int64_t offsetMicroseconds = 0;
+  bool named = false;
+  std::string name;
+};
+
+// Reads `zone`'s fields, or returns false when it is not one this side can describe (a name
+// over kMaxStandardTextBytes).
+bool readZoneFields(PyObject* zone, const PyDateTime_CAPI* dt, ZoneFields& out) {
   py::object args = steal(PyObject_CallMethod(zone, "__getinitargs__", nullptr));
   if (!PyTuple_CheckExact(args.ptr()) || PyTuple_GET_SIZE(args.ptr()) < 1) return false;
   PyObject* offset = PyTuple_GET_ITEM(args.ptr(), 0);
   if (Py_TYPE(offset) != dt->DeltaType) return false;
-  std::string name;
-  if (PyTuple_GET_SIZE(args.ptr()) > 1 && !utf8Of(PyTuple_GET_ITEM(args.ptr(), 1), name)) {
-    return false;
-  }
-  out.setOffsetMicroseconds(int64_t(PyDateTime_DELTA_GET_DAYS(offset)) * kMicrosecondsPerDay +
-                            int64_t(PyDateTime_DELTA_GET_SECONDS(offset)) * 1000000 +
-                            PyDateTime_DELTA_GET_MICROSECONDS(offset));
-  if (PyTuple_GET_SIZE(args.ptr()) > 1) {
-    out.getName().setNamed(bytesOf(name));
+  out.named = PyTuple_GET_SIZE(args.ptr()) > 1;
+  if (out.named && !utf8Of(PyTuple_GET_ITEM(args.ptr(), 1), out.name)) return false;
+  out.offsetMicroseconds = int64_t(PyDateTime_DELTA_GET_DAYS(offset)) * kMicrosecondsPerDay +
+                           int64_t(PyDateTime_DELTA_GET_SECONDS(offset)) * 1000000 +
+                           PyDateTime_DELTA_GET_MICROSECONDS(offset);
+  return true;
+}
+
+void writeZone(const ZoneFields& zone, wire::TimeZone::Builder out) {
+  out.setOffsetMicroseconds(zone.offsetMicroseconds);
+  if (zone.named) {
+    out.getName().setNamed(bytesOf(zone.name));
   } else {
     out.getName().setUnnamed();
   }
-  return true;
 }
 
 py::object readTimeZone(wire::TimeZone::Reader in, const PyDateTime_CAPI* dt) {
@@ -174,22 +183,20 @@ py::object readTimeZone(wire::TimeZone::Reader in, const PyDateTime_CAPI* dt) {
   return rebuilt(dt->TimeZone_FromTimeZone(delta.ptr(), name.ptr()), "timezone");
 }
 
-// The tzinfo of a time or datetime, described in `scratch`'s root, or false when it is neither
-// None nor an exact timezone (a zoneinfo, a tzinfo of the program's: the whole value then
-// crosses by reference). Described apart first, so that a `false` leaves the value unwritten.
-bool describeTzinfo(PyObject* tzinfo, const PyDateTime_CAPI* dt,
-                    capnp::MallocMessageBuilder& scratch) {
-  auto zone = scratch.initRoot<wire::TimeZone>();
+// The tzinfo of a time or datetime: false when it is neither None nor an exact timezone (a
+// zoneinfo, a tzinfo of the program's: the whole value then crosses by reference). Read before
+// anything is written, so that a `false` leaves the value unwritten.
+bool readTzinfo(PyObject* tzinfo, const PyDateTime_CAPI* dt, ZoneFields& out) {
   if (tzinfo == Py_None) return true;
   if (Py_TYPE(tzinfo) != Py_TYPE(dt->TimeZone_UTC)) return false;
-  return writeTimeZone(tzinfo, dt, zone);
+  return readZoneFields(tzinfo, dt, out);
 }
 
-void setTzinfo(PyObject* tzinfo, capnp::MallocMessageBuilder& scratch, wire::Time::Builder out) {
+void setTzinfo(PyObject* tzinfo, const ZoneFields& zone, wire::Time::Builder out) {
   if (tzinfo == Py_None) {
     out.getTzinfo().setNaive();
   } else {
-    out.getTzinfo().setTimezone(scratch.getRoot<wire::TimeZone>().asReader());
+    writeZone(zone, out.getTzinfo().initTimezone());
   }
 }
 
@@ -197,6 +204,75 @@ py::object readTzinfo(wire::Time::Reader in, const PyDateTime_CAPI* dt) {
   auto tzinfo = in.getTzinfo();
   if (tzinfo.isNaive()) return py::none();
   return readTimeZone(tzinfo.getTimezone(), dt);
+}
+
+// A Decimal's fields, as str() writes them (the General Decimal Arithmetic to-scientific-string):
+// [-] then Infinity, [s]NaN[payload], or digits[.digits][E(+|-)digits]. False for anything else
+// or past the bounds of limits.h.
+struct DecimalFields {
+  bool negative = false;
+  std::string_view digits;  // into the text; leading zeros of a coefficient dropped
+  std::string joined;       // the coefficient, when it had a point
+  int64_t exponent = 0;
+  wire::DecimalNumber::Kind kind = wire::DecimalNumber::Kind::FINITE;
+};
+
+bool allDigits(std::string_view s) {
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool parseDecimal(std::string_view text, DecimalFields& out) {
+  if (text.size() > kMaxDecimalDigits + 32) return false;
+  if (!text.empty() && text[0] == '-') {
+    out.negative = true;
+    text.remove_prefix(1);
+  }
+  if (text == "Infinity") {
+    out.kind = wire::DecimalNumber::Kind::INFINITE;
+    return true;
+  }
+  for (auto [prefix, kind] : {std::pair<std::string_view, wire::DecimalNumber::Kind>{
+                                  "sNaN", wire::DecimalNumber::Kind::SIGNALING_NAN},
+                              {"NaN", wire::DecimalNumber::Kind::QUIET_NAN}}) {
+    if (text.substr(0, prefix.size()) == prefix) {
+      out.kind = kind;
+      out.digits = text.substr(prefix.size());
+      return allDigits(out.digits) && out.digits.size() <= kMaxDecimalDigits;
+    }
+  }
+  size_t end = text.find('E');
+  std::string_view mantissa = text.substr(0, end);
+  int64_t exponent = 0;
+  if (end != std::string_view::npos) {
+    std::string_view power = text.substr(end + 1);
+    bool negativePower = !power.empty() && power[0] == '-';
+    if (power.empty() || (power[0] != '+' && power[0] != '-')) return false;
+    power.remove_prefix(1);
+    if (power.empty() || power.size() > 18 || !allDigits(power)) return false;
+    for (char c : power) exponent = exponent * 10 + (c - '0');
+    if (negativePower) exponent = -exponent;
+  }
+  size_t point = mantissa.find('.');
+  std::string_view whole = mantissa.substr(0, point);
+  std::string_view fraction =
+      point == std::string_view::npos ? std::string_view() : mantissa.substr(point + 1);
+  if (whole.empty() || !allDigits(whole) || !allDigits(fraction)) return false;
+  exponent -= int64_t(fraction.size());
+  if (exponent > kMaxDecimalExponent || exponent < -kMaxDecimalExponent) return false;
+  std::string_view coefficient = whole;
+  if (!fraction.empty()) {
+    out.joined.reserve(whole.size() + fraction.size());
+    out.joined.append(whole).append(fraction);
+    coefficient = out.joined;
+  }
+  size_t zeros = 0;
+  while (zeros + 1 < coefficient.size() && coefficient[zeros] == '0') ++zeros;
+  out.digits = coefficient.substr(zeros);
+  out.exponent = exponent;
+  return out.digits.size() <= kMaxDecimalDigits;
 }
 
 }  // namespace
@@ -303,45 +379,18 @@ bool StandardValues::encode(py::handle object, wire::Value::Builder out) {
   const Classes& c = classes_;
   if (c.datetimeFound && encodeDatetime(o, type, out)) return true;
   if (t == c.decimal.ptr() && t != nullptr) {
-    py::object parts = steal(PyObject_CallMethod(o, "as_tuple", nullptr));
-    if (!PyTuple_Check(parts.ptr()) || PyTuple_GET_SIZE(parts.ptr()) != 3) return false;
-    PyObject* digits = PyTuple_GET_ITEM(parts.ptr(), 1);
-    PyObject* exponent = PyTuple_GET_ITEM(parts.ptr(), 2);
-    if (!PyTuple_Check(digits) || size_t(PyTuple_GET_SIZE(digits)) > kMaxDecimalDigits) return false;
-    wire::DecimalNumber::Kind kind = wire::DecimalNumber::Kind::FINITE;
-    long long exponentValue = 0;
-    if (PyLong_Check(exponent)) {
-      exponentValue = PyLong_AsLongLong(exponent);
-      if (exponentValue == -1 && PyErr_Occurred()) throw py::error_already_set();
-      if (exponentValue > kMaxDecimalExponent || exponentValue < -kMaxDecimalExponent) return false;
-    } else if (PyUnicode_Check(exponent) && PyUnicode_GET_LENGTH(exponent) == 1) {
-      Py_UCS4 code = PyUnicode_READ_CHAR(exponent, 0);
-      kind = code == 'F'   ? wire::DecimalNumber::Kind::INFINITE
-             : code == 'n' ? wire::DecimalNumber::Kind::QUIET_NAN
-             : code == 'N' ? wire::DecimalNumber::Kind::SIGNALING_NAN
-                           : kind;
-      if (kind == wire::DecimalNumber::Kind::FINITE) return false;
-    } else {
-      return false;
-    }
-    std::string text;
-    if (kind != wire::DecimalNumber::Kind::INFINITE) {
-      Py_ssize_t n = PyTuple_GET_SIZE(digits);
-      text.resize(size_t(n));
-      for (Py_ssize_t i = 0; i < n; ++i) {
-        long digit = PyLong_AsLong(PyTuple_GET_ITEM(digits, i));
-        if (digit < 0 || digit > 9) {
-          PyErr_Clear();
-          return false;
-        }
-        text[size_t(i)] = char('0' + digit);
-      }
-    }
+    // str() of a Decimal is exact (and eight times cheaper than as_tuple()): read its fields.
+    py::object text = steal(PyObject_Str(o));
+    Py_ssize_t size = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+    if (utf8 == nullptr) throw py::error_already_set();
+    DecimalFields fields;
+    if (!parseDecimal(std::string_view(utf8, size_t(size)), fields)) return false;
     auto decimal = out.initStandard().initDecimal();
-    decimal.setNegative(PyObject_IsTrue(PyTuple_GET_ITEM(parts.ptr(), 0)) == 1);
-    decimal.setDigits(text);
-    decimal.setExponent(exponentValue);
-    decimal.setKind(kind);
+    decimal.setNegative(fields.negative);
+    decimal.setDigits(capnp::Text::Reader(fields.digits.data(), fields.digits.size()));
+    decimal.setExponent(fields.exponent);
+    decimal.setKind(fields.kind);
     return true;
   }
   if (t == c.fraction.ptr() && t != nullptr) {
@@ -374,11 +423,19 @@ bool StandardValues::encode(py::handle object, wire::Value::Builder out) {
     } else {
       return false;
     }
-    py::bytes bytes = py::reinterpret_borrow<py::object>(value.ptr())
-                          .attr("to_bytes")(16, "big");
-    std::string_view view = bytes;
+    // Big-endian, as UUID.bytes: the high and the low 64 bits (int is in [0, 2^128)).
+    py::object shift = steal(PyLong_FromLong(64));
+    py::object high = steal(PyNumber_Rshift(value.ptr(), shift.ptr()));
+    unsigned long long parts[2] = {PyLong_AsUnsignedLongLong(high.ptr()),
+                                   PyLong_AsUnsignedLongLongMask(value.ptr())};
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      return false;  // not below 2^128
+    }
+    kj::byte bytes[16];
+    for (int i = 0; i < 16; ++i) bytes[i] = kj::byte(parts[i / 8] >> (8 * (7 - i % 8)));
     auto uuid = out.initStandard().initUuid();
-    uuid.setBytes(bytesOf(view));
+    uuid.setBytes(kj::arrayPtr(bytes, 16));
     uuid.setIsSafe(safe);
     return true;
   }
@@ -403,8 +460,8 @@ bool StandardValues::encodeDatetime(PyObject* o, PyTypeObject* type, wire::Value
   const PyDateTime_CAPI* dt = api(classes_.datetimeApi);
   if (type == dt->DateTimeType) {
     PyObject* tzinfo = PyDateTime_DATE_GET_TZINFO(o);
-    capnp::MallocMessageBuilder scratch(64);
-    if (!describeTzinfo(tzinfo, dt, scratch)) return false;
+    ZoneFields zone;
+    if (!readTzinfo(tzinfo, dt, zone)) return false;
     auto value = out.initStandard().initDatetime();
     auto date = value.initDate();
     date.setYear(uint16_t(PyDateTime_GET_YEAR(o)));
@@ -416,7 +473,7 @@ bool StandardValues::encodeDatetime(PyObject* o, PyTypeObject* type, wire::Value
     time.setSecond(uint8_t(PyDateTime_DATE_GET_SECOND(o)));
     time.setMicrosecond(uint32_t(PyDateTime_DATE_GET_MICROSECOND(o)));
     time.setFold(PyDateTime_DATE_GET_FOLD(o) != 0);
-    setTzinfo(tzinfo, scratch, time);
+    setTzinfo(tzinfo, zone, time);
     return true;
   }
   if (type == dt->DateType) {
@@ -428,15 +485,15 @@ bool StandardValues::encodeDatetime(PyObject* o, PyTypeObject* type, wire::Value
   }
   if (type == dt->TimeType) {
     PyObject* tzinfo = PyDateTime_TIME_GET_TZINFO(o);
-    capnp::MallocMessageBuilder scratch(64);
-    if (!describeTzinfo(tzinfo, dt, scratch)) return false;
+    ZoneFields zone;
+    if (!readTzinfo(tzinfo, dt, zone)) return false;
     auto time = out.initStandard().initTime();
     time.setHour(uint8_t(PyDateTime_TIME_GET_HOUR(o)));
     time.setMinute(uint8_t(PyDateTime_TIME_GET_MINUTE(o)));
     time.setSecond(uint8_t(PyDateTime_TIME_GET_SECOND(o)));
     time.setMicrosecond(uint32_t(PyDateTime_TIME_GET_MICROSECOND(o)));
     time.setFold(PyDateTime_TIME_GET_FOLD(o) != 0);
-    setTzinfo(tzinfo, scratch, time);
+    setTzinfo(tzinfo, zone, time);
     return true;
   }
   if (type == dt->DeltaType) {
@@ -444,12 +501,9 @@ bool StandardValues::encodeDatetime(PyObject* o, PyTypeObject* type, wire::Value
     return true;
   }
   if (type == Py_TYPE(dt->TimeZone_UTC)) {
-    // Described into a scratch message first: a timezone this side cannot describe leaves
-    // `out` untouched.
-    capnp::MallocMessageBuilder scratch(64);
-    auto zone = scratch.initRoot<wire::TimeZone>();
-    if (!writeTimeZone(o, dt, zone)) return false;
-    out.initStandard().setTimezone(zone.asReader());
+    ZoneFields zone;
+    if (!readZoneFields(o, dt, zone)) return false;
+    writeZone(zone, out.initStandard().initTimezone());
     return true;
   }
   return false;
@@ -656,11 +710,25 @@ py::object StandardValues::decode(wire::StandardValue::Reader in) {
       PyObject* member = members != nullptr && PyDict_Check(members)
                              ? PyDict_GetItemString(members, safety) : nullptr;
       KJ_REQUIRE(member != nullptr, "this process's uuid.SafeUUID has no such member", safety);
-      py::dict keywords;
-      keywords["bytes"] = py::bytes(reinterpret_cast<const char*>(uuid.getBytes().begin()), 16);
-      keywords["is_safe"] = borrow(member);
+      // Made as unpickling makes one (UUID.__setstate__): object.__new__, then its two slots set
+      // past UUID.__setattr__ (which refuses), so no Python code runs.
+      auto data = uuid.getBytes();
+      unsigned long long parts[2] = {0, 0};
+      for (int i = 0; i < 16; ++i) parts[i / 8] = parts[i / 8] << 8 | data[unsigned(i)];
+      py::object high = steal(PyLong_FromUnsignedLongLong(parts[0]));
+      py::object low = steal(PyLong_FromUnsignedLongLong(parts[1]));
+      py::object shift = steal(PyLong_FromLong(64));
+      py::object shifted = steal(PyNumber_Lshift(high.ptr(), shift.ptr()));
+      py::object value = steal(PyNumber_Or(shifted.ptr(), low.ptr()));
+      PyTypeObject* type = reinterpret_cast<PyTypeObject*>(classes_.uuid.ptr());
       py::tuple none;
-      return rebuilt(PyObject_Call(classes_.uuid.ptr(), none.ptr(), keywords.ptr()), "UUID");
+      py::object made = rebuilt(type->tp_new(type, none.ptr(), nullptr), "UUID");
+      py::str intName("int"), safeName("is_safe");
+      if (PyObject_GenericSetAttr(made.ptr(), intName.ptr(), value.ptr()) != 0 ||
+          PyObject_GenericSetAttr(made.ptr(), safeName.ptr(), member) != 0) {
+        rebuilt(nullptr, "UUID");
+      }
+      return made;
     }
     case wire::StandardValue::PATH: {
       auto path = in.getPath();
