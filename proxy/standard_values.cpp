@@ -65,6 +65,13 @@ kj::ArrayPtr<const kj::byte> bytesOf(std::string_view text) {
 // when longer than kMaxStandardTextBytes.
 bool utf8Of(PyObject* text, std::string& out) {
   if (!PyUnicode_Check(text)) return false;
+  Py_ssize_t size = 0;
+  if (const char* cached = PyUnicode_AsUTF8AndSize(text, &size)) {  // the str's own UTF-8
+    if (size_t(size) > kMaxStandardTextBytes) return false;
+    out.assign(cached, size_t(size));
+    return true;
+  }
+  PyErr_Clear();  // lone surrogates
   py::object encoded = steal(PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass"));
   if (size_t(PyBytes_GET_SIZE(encoded.ptr())) > kMaxStandardTextBytes) return false;
   out.assign(PyBytes_AS_STRING(encoded.ptr()), size_t(PyBytes_GET_SIZE(encoded.ptr())));
@@ -587,6 +594,10 @@ py::object StandardValues::original(wire::Value::Reader in, bool use) {
   py::object object;
   switch (in.which()) {
     case wire::Value::REF:
+      if (!use) {
+        peer_.discardRef(in.getRef());
+        return py::object();
+      }
       object = peer_.importRef(in.getRef());
       break;
     case wire::Value::BACK:
@@ -596,7 +607,6 @@ py::object StandardValues::original(wire::Value::Reader in, bool use) {
       KJ_FAIL_REQUIRE("peer sent a standard value whose original is not a ref or back",
                       uint(in.which()));
   }
-  // Not used: the proxy goes at once, and its release with the next message.
   return use ? object : py::object();
 }
 

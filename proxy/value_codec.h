@@ -26,6 +26,10 @@ class CodecPeer {
   virtual void exportRef(py::handle object, wire::Ref::Builder ref) = 0;
   // The local stand-in (proxy, or mirrored exception class) for a ref the peer sent.
   virtual py::object importRef(wire::Ref::Reader ref) = 0;
+  // Counts a ref the peer sent that this side does not use (a standard value's `original`, when
+  // it rebuilt the value itself) and releases it with the next message, as importRef() and
+  // dropping the proxy would, without making a proxy. Throws as importRef() does.
+  virtual void discardRef(wire::Ref::Reader ref) { (void)importRef(ref); }
   // The local object a `back` value names. Throws (kj FAILED) for an id that is not exported.
   // `unread`: items of a batch-fetched iterator the peer did not use (see Value.unread).
   virtual py::object resolveBack(uint64_t id, uint32_t unread) = 0;
