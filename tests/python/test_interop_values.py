@@ -15,12 +15,14 @@ import http
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import types
 import uuid
 from datetime import date, timedelta, timezone
+from pathlib import Path
 
 import numpy
 import pytest
@@ -29,6 +31,7 @@ from conftest import FIXTURES
 from process_isolation import isproxy
 
 PARENT_SECONDS = 120
+SCHEMA = Path(__file__).resolve().parents[2] / 'protocol' / 'isolation.capnp'
 
 VALUES = [
     date(2024, 2, 29), datetime.time(23, 59, 59, 999999, fold=1),
@@ -219,3 +222,45 @@ def test_numpy_values_reach_a_child_without_numpy_by_reference_and_come_home():
                           'home': [basic.echo(scalar) is scalar, basic.echo(dtype) is dtype]}))
     ''')
     assert result == {'child_has_numpy': False, 'proxies': [True, True], 'home': [True, True]}
+
+
+BAD_STANDARD_VALUES = {
+    'date': '(date = (year = 2023, month = 2, day = 29))',
+    'datetime': '(datetime = (date = (year = 2020, month = 1, day = 1), time = (hour = 24)))',
+    'timezone': '(timezone = (offsetMicroseconds = 86400000000))',
+    'Decimal': '(decimal = (digits = "12x", exponent = 0))',
+    'Decimal exponent': '(decimal = (digits = "1", exponent = 1000000000000000000))',
+    'Fraction': '(fraction = (numerator = "\\x01", denominator = "\\x00"))',
+    'UUID': '(uuid = (bytes = "short"))',
+    'numpy scalar': '(numpyScalar = (dtype = "|O", data = "12345678", original = (none = void)))',
+    'numpy dtype': '(numpyDtype = (dtype = "<i8,<i8", original = (int = 1)))',
+    'enum original': '(enumMember = (module = "re", qualname = "RegexFlag", name = "I",'
+                     ' original = (int = 1)))',
+}
+
+REASONS = {
+    'date': 'bad date', 'datetime': 'bad time', 'timezone': 'a day or more', 'Decimal': 'bad Decimal',
+    'Decimal exponent': 'bad Decimal', 'Fraction': 'not positive', 'UUID': 'bad size',
+    'numpy scalar': 'outside the grammar', 'numpy dtype': 'outside the grammar',
+    'enum original': 'not a ref or back',
+}
+
+
+def test_a_child_that_forges_bad_standard_values_gets_a_malformed_request_error(ctx):
+    capnp = shutil.which('capnp')
+    assert capnp is not None, 'the capnp tool (Debian package capnproto) writes the messages'
+    requests = ''.join(
+        f'(request = (callId = {number}, op = repr, target = 0, args = [(standard = {value})]))\n'
+        for number, value in enumerate(BAD_STANDARD_VALUES.values(), start=1))
+    encoded = subprocess.run([capnp, 'encode', str(SCHEMA), 'Message'], input=requests.encode(),
+                             capture_output=True, timeout=60)
+    assert encoded.returncode == 0, encoded.stderr.decode()
+    forger = ctx.load_module('isofix_forger')
+    answers = subprocess.run([capnp, 'decode', '--short', str(SCHEMA), 'Message'],
+                             input=forger.exchange_each(encoded.stdout), capture_output=True,
+                             timeout=60).stdout.decode().splitlines()
+    assert len(answers) == len(BAD_STANDARD_VALUES)
+    for answer, name in zip(answers, BAD_STANDARD_VALUES):
+        assert ' error = ' in answer and 'malformed request' in answer, (name, answer[:300])
+        assert REASONS[name] in answer, (name, answer[:300])
+    assert ctx.load_module('isofix_basic').echo(date(2020, 1, 1)) == date(2020, 1, 1)
