@@ -1062,8 +1062,8 @@ void Endpoint::discardRef(wire::Ref::Reader ref) {
     return;
   }
   learnType(ref);
-  KJ_REQUIRE(proxyTypes_.count(ref.getTypeId()) != 0, "peer sent a ref of a type it never described",
-             ref.getTypeId());
+  KJ_REQUIRE(proxyTypes_.count(ref.getTypeId()) != 0,
+             "peer sent a ref of a type it never described", ref.getTypeId());
   imports_.releaseUnused(id);
 }
 

@@ -374,7 +374,8 @@ void StandardValues::refresh() {
 
 const void* StandardValues::datetimeApi() {
   if (!classes_.datetimeFound) refresh();
-  KJ_REQUIRE(classes_.datetimeFound, "peer sent a datetime value, and this process has no datetime");
+  KJ_REQUIRE(classes_.datetimeFound,
+             "peer sent a datetime value, and this process has no datetime");
   return classes_.datetimeApi;
 }
 
@@ -697,7 +698,8 @@ py::object StandardValues::decode(wire::StandardValue::Reader in) {
       KJ_REQUIRE(PyObject_RichCompareBool(denominator.ptr(), py::int_(0).ptr(), Py_GT) == 1,
                  "peer sent a Fraction whose denominator is not positive");
       refresh();
-      KJ_REQUIRE(bool(classes_.fraction), "peer sent a Fraction, and this process has no fractions");
+      KJ_REQUIRE(bool(classes_.fraction),
+                 "peer sent a Fraction, and this process has no fractions");
       return rebuilt(PyObject_CallFunctionObjArgs(classes_.fraction.ptr(), numerator.ptr(),
                                                   denominator.ptr(), nullptr),
                      "Fraction");
@@ -801,8 +803,8 @@ py::object StandardValues::decodeEnumMember(wire::EnumMember::Reader in) {
       qualname = qualname.substr(dot + 1);
       dict = reinterpret_cast<PyTypeObject*>(found)->tp_dict;
     }
-    if (found == nullptr ||
-        !PyType_IsSubtype(Py_TYPE(found), reinterpret_cast<PyTypeObject*>(classes_.enumType.ptr()))) {
+    PyTypeObject* enumType = reinterpret_cast<PyTypeObject*>(classes_.enumType.ptr());
+    if (found == nullptr || !PyType_IsSubtype(Py_TYPE(found), enumType)) {
       return nullptr;
     }
     PyObject* members =

@@ -239,7 +239,8 @@ BAD_STANDARD_VALUES = {
 }
 
 REASONS = {
-    'date': 'bad date', 'datetime': 'bad time', 'timezone': 'a day or more', 'Decimal': 'bad Decimal',
+    'date': 'bad date', 'datetime': 'bad time', 'timezone': 'a day or more',
+    'Decimal': 'bad Decimal',
     'Decimal exponent': 'bad Decimal', 'Fraction': 'not positive', 'UUID': 'bad size',
     'numpy scalar': 'outside the grammar', 'numpy dtype': 'outside the grammar',
     'enum original': 'not a ref or back',

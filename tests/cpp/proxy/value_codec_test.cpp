@@ -991,7 +991,8 @@ STANDARD = [
     decimal.Decimal('-1E-999999999999999999'), decimal.Decimal('Infinity'),
     decimal.Decimal('-Infinity'), decimal.Decimal('NaN'), decimal.Decimal('-NaN123'),
     decimal.Decimal('sNaN'), decimal.Decimal('sNaN45'), decimal.Decimal('1.23E+10'),
-    decimal.Decimal('-1.5E-7'), decimal.Decimal('0E-7'), decimal.Decimal('0E+3'), decimal.Decimal('00.0100'),
+    decimal.Decimal('-1.5E-7'), decimal.Decimal('0E-7'), decimal.Decimal('0E+3'),
+    decimal.Decimal('00.0100'),
     decimal.Decimal('1' * 65536), decimal.Decimal('-NaN' + '7' * 40),
     fractions.Fraction(0), fractions.Fraction(-3, 7), fractions.Fraction(2**64 + 1, 2**70),
     fractions.Fraction(-(2**65535), 3),
@@ -1031,7 +1032,8 @@ def same_standard(a, b):
     """The same value of exactly the same type (repr shows each field, fold and NaN payloads)."""
     if isinstance(a, fractions.Fraction):  # its repr of huge terms is refused (int_max_str_digits)
         return type(a) is type(b) and (a.numerator, a.denominator) == (b.numerator, b.denominator)
-    return type(a) is type(b) and repr(a) == repr(b) and getattr(a, 'is_safe', 0) == getattr(b, 'is_safe', 0)
+    return (type(a) is type(b) and repr(a) == repr(b) and
+            getattr(a, 'is_safe', 0) == getattr(b, 'is_safe', 0))
 
 # Calls of module or class __getattr__ (a lookup that runs code would add to it).
 CALLS = []
@@ -1046,7 +1048,9 @@ class StandardValueTest : public ValueCodecTest {
     ValueCodecTest::SetUp();
     py::exec(kStandardHelpers, ns_);
   }
-  void TearDown() override { py::module_::import("sys").attr("modules").attr("pop")("standard_trap"); }
+  void TearDown() override {
+    py::module_::import("sys").attr("modules").attr("pop")("standard_trap");
+  }
 
   bool sameStandard(py::handle a, py::handle b) { return ns_["same_standard"](a, b).cast<bool>(); }
 
@@ -1114,7 +1118,7 @@ TEST_F(StandardValueTest, AnEnumMemberOfAClassTheReceiverLacksArrivesAsItsOrigin
   EXPECT_EQ(py::len(ns_["CALLS"]), 0u) << "looking a class up ran a module __getattr__";
 }
 
-TEST_F(StandardValueTest, SendsSubclassesOtherTzinfosFlagCombinationsAndOversizedValuesByReference) {
+TEST_F(StandardValueTest, SendsSubclassesOtherTzinfosFlagSetsAndOversizedValuesByReference) {
   py::list values = ns_["BY_REFERENCE"];
   for (auto value : values) {
     size_t before = peer_.exported.size();
@@ -1265,7 +1269,9 @@ TEST_F(StandardValueTest, RefusesFractionsWithBadTermsOrOverTheLimit) {
 TEST_F(StandardValueTest, RefusesUuidsAndPathsOfBadSizes) {
   for (size_t size : {0, 15, 17}) {
     EXPECT_TRUE(throwsKj(kFailed, [&] {
-      decodeStandard([&](wire::StandardValue::Builder v) { v.initUuid().initBytes(unsigned(size)); });
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        v.initUuid().initBytes(unsigned(size));
+      });
     }, "bad size")) << size;
   }
   EXPECT_TRUE(throwsKj(kFailed, [&] {
@@ -1365,7 +1371,8 @@ TEST_F(StandardValueTest, RoundTripsNumpyScalarsAndDtypesWhenNumpyIsThere) {
   }
   ns_["np"] = numpy;
   py::list values = eval(
-      "[np.int8(-1), np.uint64(2**64 - 1), np.float16(1.5), np.float64('nan'), np.longdouble(1) / 3,"
+      "[np.int8(-1), np.uint64(2**64 - 1), np.float16(1.5), np.float64('nan'),"
+      " np.longdouble(1) / 3,"
       " np.complex64(1 + 2j), np.clongdouble(3j), np.bool_(True), np.datetime64('2020-01-01'),"
       " np.datetime64('NaT'), np.timedelta64(5, 'ms'), np.datetime64(7, '10ms')]");
   for (auto value : values) {
@@ -1381,7 +1388,8 @@ TEST_F(StandardValueTest, RoundTripsNumpyScalarsAndDtypesWhenNumpyIsThere) {
   }
   EXPECT_TRUE(roundTrip(numpy.attr("dtype")("int64")).is(numpy.attr("dtype")("int64")));
   // Object dtypes, structured dtypes, dtypes with metadata, strings: by reference.
-  py::list others = eval("[np.dtype(object), np.dtype([('a', 'i4')]), np.dtype('i8', metadata={'k': 1}),"
+  py::list others = eval("[np.dtype(object), np.dtype([('a', 'i4')]),"
+                         " np.dtype('i8', metadata={'k': 1}),"
                          " np.str_('s'), np.bytes_(b'b'), np.void(b'v'), np.array([1])]");
   for (auto value : others) EXPECT_EQ(kindOf(value), wire::Value::REF) << repr(value);
 }
