@@ -250,7 +250,7 @@ bool parseDecimal(std::string_view text, DecimalFields& out) {
       return allDigits(out.digits) && out.digits.size() <= kMaxDecimalDigits;
     }
   }
-  size_t end = text.find('E');
+  size_t end = text.find_first_of("Ee");  // 'e' when the context's `capitals` is 0
   std::string_view mantissa = text.substr(0, end);
   int64_t exponent = 0;
   if (end != std::string_view::npos) {

@@ -1071,6 +1071,14 @@ TEST_F(StandardValueTest, RoundTripsEveryStandardTypeWithItsExactTypeAndFields) 
   EXPECT_TRUE(peer_.exported.empty()) << "exported " << repr(peer_.exported.front());
 }
 
+TEST_F(StandardValueTest, ReadsADecimalWhateverTheContextsCapitals) {
+  py::exec("decimal.getcontext().capitals = 0", ns_);
+  py::object value = eval("decimal.Decimal('-1.25E-30')");
+  EXPECT_EQ(kindOf(value), wire::Value::STANDARD);
+  EXPECT_TRUE(sameStandard(roundTrip(value), value));
+  py::exec("decimal.getcontext().capitals = 1", ns_);
+}
+
 TEST_F(StandardValueTest, AnUnnamedZeroOffsetTimezoneArrivesAsTheReceiversUtc) {
   py::object utc = eval("timezone.utc");
   EXPECT_TRUE(roundTrip(utc).is(utc));
