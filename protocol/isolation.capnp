@@ -228,7 +228,8 @@ struct Release {
 
 struct Value {
   # A Python value. Exact builtin kinds cross by value (a subclass of a builtin crosses by
-  # reference); everything else crosses by reference.
+  # reference), and so do the exact standard value types of `StandardValue`; everything else
+  # crosses by reference.
 
   unread @21 :UInt32;
   # With `back` of an iterator the receiver fetched items from in batches (`iterBatch`): how
@@ -264,7 +265,150 @@ struct Value {
                               # args; its traceback and chained exceptions stay behind)
     buffer @20 :Buffer;       # a large bytes or bytearray (or a byvalue pickle buffer), out of
                               # band: in a sealed memfd, or left in the sender's memory
+    standard @22 :StandardValue;
+                              # an immutable value of a standard type (datetime, Decimal, UUID,
+                              # an enum member, a numpy scalar, ...), rebuilt from its fields
   }
+}
+
+struct StandardValue {
+  # An immutable value of a standard type, of exactly that type (an instance of a subclass
+  # crosses by reference). The receiver rebuilds it from these fields with its own classes,
+  # running no code the sender chose, and refuses fields out of range (a protocol error from the
+  # child). It finds its classes in its `sys.modules` only, reading dicts, never importing
+  # (process_isolation imports datetime, decimal, fractions, uuid and pathlib on both sides).
+  # For the last three members, which depend on what the program imported, a receiver without
+  # the class (or without numpy) uses `original` instead. See docs/protocol.md.
+
+  union {
+    date @0 :Date;                  # datetime.date
+    time @1 :Time;                  # datetime.time
+    datetime @2 :DateTime;          # datetime.datetime
+    timedelta @3 :TimeDelta;        # datetime.timedelta
+    timezone @4 :TimeZone;          # datetime.timezone (any other tzinfo crosses by reference,
+                                    # and so does a time or datetime that has one)
+    decimal @5 :DecimalNumber;      # decimal.Decimal
+    fraction @6 :FractionNumber;    # fractions.Fraction
+    uuid @7 :Uuid;                  # uuid.UUID
+    path @8 :PathValue;             # pathlib.PurePosixPath, PureWindowsPath or PosixPath
+    enumMember @9 :EnumMember;      # a member of an enum class
+    numpyScalar @10 :NumpyScalar;   # a numpy scalar of a numeric, bool, datetime64 or
+                                    # timedelta64 type
+    numpyDtype @11 :NumpyDtype;     # a numpy dtype without fields, metadata or objects
+  }
+}
+
+struct Date {
+  year @0 :UInt16;                  # 1 to 9999
+  month @1 :UInt8;                  # 1 to 12
+  day @2 :UInt8;                    # 1 to the length of that month
+}
+
+struct Time {
+  hour @0 :UInt8;                   # 0 to 23
+  minute @1 :UInt8;                 # 0 to 59
+  second @2 :UInt8;                 # 0 to 59
+  microsecond @3 :UInt32;           # 0 to 999999
+  fold @4 :Bool;                    # the `fold` attribute (which of two equal wall times)
+  tzinfo :union {
+    naive @5 :Void;                 # tzinfo None
+    timezone @6 :TimeZone;          # an exact datetime.timezone
+  }
+}
+
+struct DateTime {
+  date @0 :Date;
+  time @1 :Time;
+}
+
+struct TimeDelta {
+  # As the receiver's timedelta normalizes it: each field in range, none carried over.
+  days @0 :Int32;                   # -999999999 to 999999999
+  seconds @1 :UInt32;               # 0 to 86399
+  microseconds @2 :UInt32;          # 0 to 999999
+}
+
+struct TimeZone {
+  offsetMicroseconds @0 :Int64;     # the UTC offset, strictly between -24 and 24 hours
+  name :union {
+    unnamed @1 :Void;               # made without a name: timezone(offset); an offset of 0 is
+                                    # then the receiver's own `timezone.utc`
+    named @2 :Data;                 # timezone(offset, name): UTF-8 ('surrogatepass', as
+                                    # `Value.str`), at most kMaxStandardTextBytes
+  }
+}
+
+struct DecimalNumber {
+  # A Decimal exactly as `as_tuple()` describes it (sign, coefficient digits, exponent), so
+  # trailing zeros, the sign of zero and a NaN's payload survive.
+  negative @0 :Bool;
+  digits @1 :Text;                  # the coefficient (a NaN's payload), ASCII '0'-'9', at most
+                                    # kMaxDecimalDigits; empty only for infinities and NaNs
+                                    # without a payload
+  exponent @2 :Int64;               # for `finite` only: |exponent| at most kMaxDecimalExponent
+  kind @3 :Kind;
+  enum Kind {
+    finite @0;
+    infinite @1;
+    quietNan @2;
+    signalingNan @3;
+  }
+}
+
+struct FractionNumber {
+  # In lowest terms, as Fraction keeps it; the receiver normalizes again (its gcd is bounded by
+  # the size limit).
+  numerator @0 :Data;               # two's complement, little-endian, minimal length (as
+                                    # `Value.bigInt`), at most kMaxFractionBits bits
+  denominator @1 :Data;             # the same, and positive
+}
+
+struct Uuid {
+  bytes @0 :Data;                   # exactly 16: UUID.bytes (big-endian)
+  isSafe @1 :Safety;                # UUID.is_safe
+  enum Safety {
+    unknown @0;
+    safe @1;
+    unsafe @2;
+  }
+}
+
+struct PathValue {
+  flavour @0 :Flavour;
+  enum Flavour {
+    purePosix @0;                   # PurePosixPath
+    pureWindows @1;                 # PureWindowsPath
+    posix @2;                       # PosixPath (a concrete Path): the receiver's own Path
+  }
+  text @1 :Data;                    # str(path), UTF-8 ('surrogatepass': a path's undecodable
+                                    # bytes are lone surrogates), at most kMaxStandardTextBytes
+}
+
+struct EnumMember {
+  # A canonical member of an enum class (one its class lists by name; a combination of flags
+  # crosses by reference). The receiver looks up `module` in its sys.modules (never importing),
+  # the class by `qualname` in the module's and classes' own dicts, and `name` in the class's
+  # member map: its own member, so `is` works. No code of either class runs.
+  module @0 :Text;                  # type(member).__module__
+  qualname @1 :Text;                # type(member).__qualname__
+  name @2 :Text;                    # member._name_
+  original @3 :Value;               # the member by `ref`, what the receiver uses (and otherwise
+                                    # releases) when it has no such class or member
+}
+
+struct NumpyScalar {
+  # Rebuilt only by a receiver that has numpy in its sys.modules; otherwise it uses `original`.
+  dtype @0 :Text;                   # dtype.str, from a fixed grammar (byte order, then b1, i or
+                                    # u with 1/2/4/8, f with 2/4/8/16, c with 8/16/32, or M8/m8
+                                    # with an optional [unit]); never an object dtype
+  data @1 :Data;                    # the scalar's bytes, exactly the dtype's itemsize
+  original @2 :Value;               # the scalar by `ref` (see EnumMember.original)
+}
+
+struct NumpyDtype {
+  # Rebuilt only by a receiver that has numpy in its sys.modules; otherwise it uses `original`.
+  dtype @0 :Text;                   # dtype.str: the NumpyScalar grammar, or S/U with a length
+  original @1 :Value;               # the dtype by `ref` (see EnumMember.original)
 }
 
 struct Buffer {

@@ -1089,9 +1089,20 @@ void Endpoint::describeClass(py::handle cls, wire::ClassInfo::Builder info) {
   for (unsigned i = 0; i < bases.size(); ++i) codec_.encode(bases[i], out[i]);
 }
 
-py::object Endpoint::importRef(wire::Ref::Reader ref) {
+void Endpoint::discardRef(wire::Ref::Reader ref) {
   uint64_t id = ref.getId();
   KJ_REQUIRE(id != 0, "peer sent a ref with id 0");
+  if (ref.hasClassInfo()) {
+    (void)importRef(ref);  // a class mirrored once, kept: nothing to release
+    return;
+  }
+  learnType(ref);
+  KJ_REQUIRE(proxyTypes_.count(ref.getTypeId()) != 0,
+             "peer sent a ref of a type it never described", ref.getTypeId());
+  imports_.releaseUnused(id);
+}
+
+void Endpoint::learnType(wire::Ref::Reader ref) {
   uint64_t typeId = ref.getTypeId();
   if (ref.hasTypeInfo() && proxyTypes_.count(typeId) == 0) {
     auto info = ref.getTypeInfo();
@@ -1110,6 +1121,13 @@ py::object Endpoint::importRef(wire::Ref::Reader ref) {
     proxyTypeIds_.emplace(proxyType.ptr(), typeId);
     proxyTypes_.emplace(typeId, std::move(proxyType));
   }
+}
+
+py::object Endpoint::importRef(wire::Ref::Reader ref) {
+  uint64_t id = ref.getId();
+  KJ_REQUIRE(id != 0, "peer sent a ref with id 0");
+  uint64_t typeId = ref.getTypeId();
+  learnType(ref);
   if (ref.hasClassInfo()) {
     auto found = mirrorClasses_.find(id);
     if (found != mirrorClasses_.end()) return found->second;

@@ -178,6 +178,7 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
   // CodecPeer
   void exportRef(py::handle object, wire::Ref::Builder ref) override;
   py::object importRef(wire::Ref::Reader ref) override;
+  void discardRef(wire::Ref::Reader ref) override;
   py::object resolveBack(uint64_t id, uint32_t unread) override;
   bool peerIdOf(py::handle object, uint64_t& id) override;
   uint32_t unreadOf(py::handle object) override;
@@ -188,6 +189,9 @@ class Endpoint : public CodecPeer, public std::enable_shared_from_this<Endpoint>
 
  private:
   class IoLock;
+
+  // Builds and caches the proxy type a ref describes (its typeInfo), the first time.
+  void learnType(wire::Ref::Reader ref);
 
   // One frame from the peer, with its number (the peer's frames count from 1, in the order they
   // arrive). Until finishDecoding() or its end, the frame counts as not yet decoded: the frames

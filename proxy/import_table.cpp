@@ -36,15 +36,27 @@ void ImportTable::replace(uint64_t id, PyObject* from, PyObject* to) {
   if (found != byId_.end() && found->second.proxy == from) found->second.proxy = to;
 }
 
+void ImportTable::releaseUnused(uint64_t id) {
+  auto [found, isNew] = unused_.emplace(id, pending_.size());
+  if (!isNew && pending_[found->second].count < UINT32_MAX) {
+    ++pending_[found->second].count;
+    return;
+  }
+  found->second = pending_.size();
+  pending_.push_back({id, 1});
+}
+
 std::vector<ImportTable::Release> ImportTable::takeReleases() {
   std::vector<Release> out;
   out.swap(pending_);
+  unused_.clear();
   return out;
 }
 
 void ImportTable::clear() {
   byId_.clear();
   pending_.clear();
+  unused_.clear();
 }
 
 }  // namespace pi

@@ -33,6 +33,10 @@ class ImportTable {
   // Moves the entry for `id` from proxy `from` to proxy `to`, keeping its count.
   void replace(uint64_t id, PyObject* from, PyObject* to);
 
+  // Queues the release of one receive of `id` that no proxy stands for (a ref the receiver did
+  // not use). Receives of one id between two takeReleases() make one release.
+  void releaseUnused(uint64_t id);
+
   // Takes the queued releases.
   std::vector<Release> takeReleases();
   bool hasReleases() const { return !pending_.empty(); }
@@ -48,6 +52,7 @@ class ImportTable {
   };
   std::unordered_map<uint64_t, Entry> byId_;
   std::vector<Release> pending_;
+  std::unordered_map<uint64_t, size_t> unused_;  // id -> its releaseUnused() entry in pending_
 };
 
 }  // namespace pi

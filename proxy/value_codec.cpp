@@ -1,4 +1,5 @@
-// Python value <-> capnp Value: by value for exact builtin kinds, by reference for the rest.
+// Python value <-> capnp Value: by value for exact builtin kinds and standard value types, by
+// reference for the rest.
 #include "proxy/value_codec.h"
 
 #include "protocol/limits.h"
@@ -76,6 +77,21 @@ bool addOutOfBand(wire::Value::Reader value, uint64_t& total) {
       auto slice = value.getSlice();
       return addOutOfBand(slice.getStart(), total) && addOutOfBand(slice.getStop(), total) &&
              addOutOfBand(slice.getStep(), total);
+    }
+    case wire::Value::STANDARD: {
+      // The `original` of an enum member or numpy value is decoded too (a ref, whose class
+      // info has values).
+      auto standard = value.getStandard();
+      switch (standard.which()) {
+        case wire::StandardValue::ENUM_MEMBER:
+          return addOutOfBand(standard.getEnumMember().getOriginal(), total);
+        case wire::StandardValue::NUMPY_SCALAR:
+          return addOutOfBand(standard.getNumpyScalar().getOriginal(), total);
+        case wire::StandardValue::NUMPY_DTYPE:
+          return addOutOfBand(standard.getNumpyDtype().getOriginal(), total);
+        default:
+          return true;
+      }
     }
     case wire::Value::REF: {
       // A mirrored exception class's bases are decoded as values too.
@@ -281,6 +297,8 @@ void ValueCodec::encode(py::handle object, wire::Value::Builder out, int depth) 
       if (uint32_t unread = peer_.unreadOf(object)) out.setUnread(unread);
     } else if (const std::string* name = builtins_.nameOf(object)) {
       out.setBuiltin(*name);
+    } else if (standard_.encode(object, out)) {
+      // an immutable standard value (datetime, Decimal, an enum member, ...)
     } else if (PyExceptionInstance_Check(o)) {
       // An exception of a non-builtin class: a real exception of the mirrored class there,
       // reading its other attributes from this one.
@@ -443,6 +461,8 @@ py::object ValueCodec::decode(wire::Value::Reader in) {
     }
     case wire::Value::BUFFER:
       return buffers_.decode(in.getBuffer());
+    case wire::Value::STANDARD:
+      return standard_.decode(in.getStandard());
     case wire::Value::SLICE: {
       auto s = in.getSlice();
       py::object start = decode(s.getStart());

@@ -1,8 +1,10 @@
-// Python value <-> capnp Value: by value for exact builtin kinds, by reference for the rest.
+// Python value <-> capnp Value: by value for exact builtin kinds and standard value types (see
+// StandardValues), by reference for the rest.
 #pragma once
 
 #include "protocol/isolation.capnp.h"
 #include "proxy/buffer_codec.h"
+#include "proxy/standard_values.h"
 #include "runtime/peer_memory.h"
 #include "runtime/unique_fd.h"
 
@@ -24,6 +26,10 @@ class CodecPeer {
   virtual void exportRef(py::handle object, wire::Ref::Builder ref) = 0;
   // The local stand-in (proxy, or mirrored exception class) for a ref the peer sent.
   virtual py::object importRef(wire::Ref::Reader ref) = 0;
+  // Counts a ref the peer sent that this side does not use (a standard value's `original`, when
+  // it rebuilt the value itself) and releases it with the next message, as importRef() and
+  // dropping the proxy would, without making a proxy. Throws as importRef() does.
+  virtual void discardRef(wire::Ref::Reader ref) { (void)importRef(ref); }
   // The local object a `back` value names. Throws (kj FAILED) for an id that is not exported.
   // `unread`: items of a batch-fetched iterator the peer did not use (see Value.unread).
   virtual py::object resolveBack(uint64_t id, uint32_t unread) = 0;
@@ -75,7 +81,7 @@ py::object makeException(py::handle cls, py::handle args);
 // Encodes and decodes values for one connection. Requires the GIL.
 class ValueCodec {
  public:
-  explicit ValueCodec(CodecPeer& peer) : peer_(peer), buffers_(peer) {}
+  explicit ValueCodec(CodecPeer& peer) : peer_(peer), buffers_(peer), standard_(peer) {}
 
   // Writes `object` into `out`. Throws ValueError (py::value_error) when a by-value object nests
   // deeper than kMaxValueDepth (a container that contains itself, for one).
@@ -109,6 +115,7 @@ class ValueCodec {
   CodecPeer& peer_;
   BuiltinTable builtins_;
   BufferCodec buffers_;
+  StandardValues standard_;
 };
 
 }  // namespace pi

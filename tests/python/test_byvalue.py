@@ -35,12 +35,15 @@ def test_byvalue_copies_allow_listed_standard_library_types(ctx):
     remote_datetime = ctx.load_module('datetime')
     remote_decimal = ctx.load_module('decimal')
     remote_fractions = ctx.load_module('fractions')
-    when = byvalue(remote_datetime.datetime(2024, 2, 29, 12, 30))
+    # These types cross by value on their own; in a container that crosses by reference they
+    # are byvalue's to rebuild.
+    remote_deque = ctx.load_module('collections').deque
+    when = byvalue(remote_deque([remote_datetime.datetime(2024, 2, 29, 12, 30)]))[0]
     assert type(when) is datetime.datetime
     assert when == datetime.datetime(2024, 2, 29, 12, 30)
-    amount = byvalue(remote_decimal.Decimal('1.10'))
+    amount = byvalue(remote_deque([remote_decimal.Decimal('1.10')]))[0]
     assert type(amount) is decimal.Decimal and str(amount) == '1.10'
-    ratio = byvalue(remote_fractions.Fraction(3, 4))
+    ratio = byvalue(remote_deque([remote_fractions.Fraction(3, 4)]))[0]
     assert type(ratio) is fractions.Fraction and ratio == fractions.Fraction(3, 4)
 
 

@@ -138,11 +138,14 @@ def test_byvalue_refuses_a_fraction_made_from_text_at_once(ctx):
 def test_byvalue_refuses_a_fraction_of_ints_too_large_to_rebuild_cheaply(ctx):
     # Its gcd is quadratic: two terms of 2**20 bits take seconds.
     remote_fractions = ctx.load_module('fractions')
+    remote_deque = ctx.load_module('collections').deque
+    # Over kMaxFractionBits (2^16), so it stays in the child and comes by reference.
     with pytest.raises(TypeError, match='Fraction of 99658-bit terms'):
         byvalue(remote_fractions.Fraction(10 ** 30_000, 3))
     with pytest.raises(TypeError, match='int of 1328776 bits'):  # too large for any int
         byvalue(remote_fractions.Fraction(10 ** 400_000, 3))
-    assert byvalue(remote_fractions.Fraction(10 ** 1000, 3)) * 3 == 10 ** 1000
+    # A smaller one crosses by value; in a container that does not, byvalue rebuilds it.
+    assert byvalue(remote_deque([remote_fractions.Fraction(10 ** 1000, 3)]))[0] * 3 == 10 ** 1000
 
 
 def test_byvalue_of_a_dict_whose_key_would_take_forever_to_hash_is_refused_at_once():
@@ -205,8 +208,10 @@ def test_byvalue_imports_nothing_a_child_planted_on_the_parents_path(tmp_path):
         bounds = context.load_module('isofix_bounds')
         values = [value for value in bounds.plain_values()]
         planted = bounds.plant({str(home)!r}, {PLANTED!r}, {str(marker)!r})
-        copies = [repr(byvalue(value)) for value in values]
-        print(json.dumps({{'copies': copies, 'planted': planted,
+        copies = [repr(byvalue(value)[0]) for value in values]
+        from process_isolation import isproxy
+        crossed = [[repr(value), isproxy(value)] for value in bounds.standard_values()]
+        print(json.dumps({{'copies': copies, 'crossed': crossed, 'planted': planted,
                           'marker': os.path.exists({str(marker)!r})}}))
     '''
     result = run_parent(script, script_dir=home)
@@ -216,6 +221,8 @@ def test_byvalue_imports_nothing_a_child_planted_on_the_parents_path(tmp_path):
                 datetime.datetime(2024, 2, 29, 12, 30), uuid.UUID(int=5),
                 PurePosixPath('/a/b'), collections.OrderedDict(a=1)]
     assert result['copies'] == [repr(value) for value in expected]
+    # Standard values crossing by value are rebuilt from sys.modules too, importing nothing.
+    assert result['crossed'] == [[copy, i == 5] for i, copy in enumerate(result['copies'])]
     assert not result['marker'], marker.read_text()
 
 

@@ -139,5 +139,19 @@ TEST_F(ImportTableTest, DoesNotReviveAProxyWhoseDeallocationHasBegun) {
   EXPECT_EQ(releases(), (Releases{{7, 1}}));
 }
 
+TEST_F(ImportTableTest, ReleasesUnusedReceivesOncePerIdPerBatchBesideALiveProxy) {
+  py::object proxy = newProxy();
+  table_.add(3, proxy.ptr());
+  table_.releaseUnused(3);  // a standard value's original the receiver rebuilt itself
+  table_.releaseUnused(5);
+  table_.releaseUnused(3);
+  EXPECT_EQ(releases(), (Releases{{3, 2}, {5, 1}}));
+  table_.releaseUnused(3);
+  EXPECT_EQ(releases(), (Releases{{3, 1}}));
+  // The live proxy keeps its own count.
+  table_.dropped(3, proxy.ptr());
+  EXPECT_EQ(releases(), (Releases{{3, 1}}));
+}
+
 }  // namespace
 }  // namespace pi

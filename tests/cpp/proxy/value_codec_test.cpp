@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -440,8 +441,6 @@ TEST_F(ValueCodecTest, DecodeRefusesAValueOfAnUnknownKind) {
   }));
 }
 
-}  // namespace
-}  // namespace pi
 
 namespace pi {
 namespace {
@@ -952,6 +951,482 @@ TEST_F(ValueCodecTest, RefusesAMemfdWithHoles) {
       buffer.setFd(0);
     });
   }, "holes"));
+}
+
+}  // namespace
+}  // namespace pi
+
+// Standard values (Value.standard): exact standard types by value, rebuilt from checked fields.
+
+constexpr const char kStandardHelpers[] = R"(
+import datetime, decimal, enum, fractions, pathlib, re, sys, types, uuid
+from datetime import date, time, timedelta, timezone
+
+class Color(enum.Enum):
+    RED = 1
+    CRIMSON = 1   # an alias: the member map lists it, as RED
+    GREEN = 2
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+
+class Outer:
+    class Inner(enum.Enum):
+        ONE = 'one'
+
+EST = timezone(timedelta(hours=-5), 'EST')
+STANDARD = [
+    date(1, 1, 1), date(9999, 12, 31), date(2024, 2, 29),
+    time(), time(23, 59, 59, 999999, fold=1), time(12, tzinfo=timezone.utc),
+    time(1, 2, 3, tzinfo=timezone(timedelta(hours=5, minutes=30, microseconds=1))),
+    datetime.datetime(2024, 2, 29, 12, 30, 15, 250), datetime.datetime(2021, 11, 7, 1, 30, fold=1),
+    datetime.datetime(2020, 1, 1, tzinfo=timezone.utc), datetime.datetime(2020, 1, 1, tzinfo=EST),
+    datetime.datetime.min, datetime.datetime.max,
+    timedelta(), timedelta(days=-1, microseconds=1), timedelta.max, timedelta.min,
+    timezone.utc, EST, timezone(timedelta(0), 'UTC'), timezone(-timedelta(hours=23, minutes=59)),
+    timezone(timedelta(hours=1), 'nul\x00 \ud800'),
+    decimal.Decimal('0'), decimal.Decimal('-0.00'), decimal.Decimal('1.10'),
+    decimal.Decimal('123456789012345678901234567890.123456789'), decimal.Decimal('1E+999999'),
+    decimal.Decimal('-1E-999999999999999999'), decimal.Decimal('Infinity'),
+    decimal.Decimal('-Infinity'), decimal.Decimal('NaN'), decimal.Decimal('-NaN123'),
+    decimal.Decimal('sNaN'), decimal.Decimal('sNaN45'), decimal.Decimal('1.23E+10'),
+    decimal.Decimal('-1.5E-7'), decimal.Decimal('0E-7'), decimal.Decimal('0E+3'),
+    decimal.Decimal('00.0100'),
+    decimal.Decimal('1' * 65536), decimal.Decimal('-NaN' + '7' * 40),
+    fractions.Fraction(0), fractions.Fraction(-3, 7), fractions.Fraction(2**64 + 1, 2**70),
+    fractions.Fraction(-(2**65535), 3),
+    uuid.UUID(int=0), uuid.UUID(int=2**128 - 1), uuid.UUID('12345678-1234-5678-1234-567812345678'),
+    uuid.UUID(int=7, is_safe=uuid.SafeUUID.safe), uuid.UUID(int=8, is_safe=uuid.SafeUUID.unsafe),
+    pathlib.PurePosixPath(), pathlib.PurePosixPath('/a/b c/\udcff\x00'),
+    pathlib.PureWindowsPath(r'C:\Users\x'), pathlib.PureWindowsPath('//server/share/f'),
+    pathlib.PosixPath('/tmp/x'), pathlib.Path('relative'),
+]
+MEMBERS = [Color.RED, Color.GREEN, Perm.R, Outer.Inner.ONE, re.IGNORECASE, uuid.SafeUUID.safe]
+
+class MyDate(date): pass
+class MyDecimal(decimal.Decimal): pass
+class MyFraction(fractions.Fraction): pass
+class MyPath(type(pathlib.PurePosixPath())): pass
+class MyZone(datetime.tzinfo):
+    def utcoffset(self, when): return timedelta(0)
+
+def local_enum():
+    class Local(enum.Enum):
+        A = 1
+    return Local.A
+
+BY_REFERENCE = [
+    MyDate(2020, 1, 1), MyDecimal('1'), MyFraction(1, 2), MyPath('a'),
+    datetime.datetime(2020, 1, 1, tzinfo=MyZone()), time(tzinfo=MyZone()), MyZone(),
+    Perm.R | Perm.W,             # a combination of flags: not in the member map
+    local_enum(),                # a class no other process can look up
+    decimal.Decimal('1' * 70000),  # over kMaxDecimalDigits
+    fractions.Fraction(2**70000, 3),  # over kMaxFractionBits
+    timezone(timedelta(0), 'x' * 70000),  # a name over kMaxStandardTextBytes
+    pathlib.PurePosixPath('p' * 70000),
+    Color,                       # the class itself
+]
+
+def same_standard(a, b):
+    """The same value of exactly the same type (repr shows each field, fold and NaN payloads)."""
+    if isinstance(a, fractions.Fraction):  # its repr of huge terms is refused (int_max_str_digits)
+        return type(a) is type(b) and (a.numerator, a.denominator) == (b.numerator, b.denominator)
+    return (type(a) is type(b) and repr(a) == repr(b) and
+            getattr(a, 'is_safe', 0) == getattr(b, 'is_safe', 0))
+
+# Calls of module or class __getattr__ (a lookup that runs code would add to it).
+CALLS = []
+trap = types.ModuleType('standard_trap')
+trap.__getattr__ = lambda name: CALLS.append(name)
+sys.modules['standard_trap'] = trap
+)";
+
+class StandardValueTest : public ValueCodecTest {
+ protected:
+  void SetUp() override {
+    ValueCodecTest::SetUp();
+    py::exec(kStandardHelpers, ns_);
+  }
+  void TearDown() override {
+    py::module_::import("sys").attr("modules").attr("pop")("standard_trap");
+  }
+
+  bool sameStandard(py::handle a, py::handle b) { return ns_["same_standard"](a, b).cast<bool>(); }
+
+  // A standard value set by `fill`, decoded.
+  template <typename F>
+  py::object decodeStandard(F&& fill) {
+    return decodeBuilt([&](wire::Value::Builder v) { fill(v.initStandard()); });
+  }
+};
+
+TEST_F(StandardValueTest, RoundTripsEveryStandardTypeWithItsExactTypeAndFields) {
+  py::list cases = ns_["STANDARD"];
+  for (auto value : cases) {
+    EXPECT_EQ(kindOf(value), wire::Value::STANDARD) << repr(value);
+    py::object back = roundTrip(value);
+    EXPECT_TRUE(sameStandard(value, back)) << repr(value) << " came back as " << repr(back);
+  }
+  EXPECT_TRUE(peer_.exported.empty()) << "exported " << repr(peer_.exported.front());
+}
+
+TEST_F(StandardValueTest, ReadsADecimalWhateverTheContextsCapitals) {
+  py::exec("decimal.getcontext().capitals = 0", ns_);
+  py::object value = eval("decimal.Decimal('-1.25E-30')");
+  EXPECT_EQ(kindOf(value), wire::Value::STANDARD);
+  EXPECT_TRUE(sameStandard(roundTrip(value), value));
+  py::exec("decimal.getcontext().capitals = 1", ns_);
+}
+
+TEST_F(StandardValueTest, AnUnnamedZeroOffsetTimezoneArrivesAsTheReceiversUtc) {
+  py::object utc = eval("timezone.utc");
+  EXPECT_TRUE(roundTrip(utc).is(utc));
+  EXPECT_TRUE(py::object(roundTrip(eval("datetime.datetime(2020, 1, 1, tzinfo=timezone.utc)"))
+                             .attr("tzinfo")).is(utc));
+  EXPECT_FALSE(roundTrip(eval("timezone(timedelta(0), 'UTC')")).is(utc));  // named: its own
+}
+
+TEST_F(StandardValueTest, AnEnumMemberArrivesAsTheReceiversOwnMemberAndReleasesItsOriginal) {
+  py::list members = ns_["MEMBERS"];
+  for (auto member : members) {
+    EXPECT_EQ(kindOf(member), wire::Value::STANDARD) << repr(member);
+    EXPECT_TRUE(roundTrip(member).is(member)) << repr(member);
+  }
+  // Each carries its original by ref (for a receiver without the class), which the fake peer
+  // resolves to the object itself.
+  EXPECT_EQ(peer_.exported.size(), 2 * members.size());
+  // An alias is sent as the member it names.
+  EXPECT_TRUE(roundTrip(eval("Color.CRIMSON")).is(eval("Color.RED")));
+}
+
+TEST_F(StandardValueTest, AnEnumMemberOfAClassTheReceiverLacksArrivesAsItsOriginal) {
+  py::object stand = eval("object()");
+  peer_.exported.push_back(stand);
+  uint64_t id = peer_.exported.size();
+  auto member = [&](const char* module, const char* qualname, const char* name) {
+    return decodeStandard([&](wire::StandardValue::Builder v) {
+      auto m = v.initEnumMember();
+      m.setModule(module);
+      m.setQualname(qualname);
+      m.setName(name);
+      m.initOriginal().initRef().setId(id);
+    });
+  };
+  EXPECT_TRUE(member("__main__", "Color", "RED").is(stand));  // not in sys.modules['__main__']
+  EXPECT_TRUE(member("no_such_module", "Color", "RED").is(stand));
+  EXPECT_TRUE(member("re", "RegexFlag", "NO_SUCH").is(stand));
+  EXPECT_TRUE(member("re", "compile", "I").is(stand));       // not a class
+  EXPECT_TRUE(member("re", "Pattern", "I").is(stand));       // not an enum
+  EXPECT_TRUE(member("re", "RegexFlag.I", "I").is(stand));   // a member is not a class
+  EXPECT_TRUE(member("uuid", "SafeUUID", "_member_map_").is(stand));
+  EXPECT_TRUE(member("standard_trap", "Color", "RED").is(stand));
+  EXPECT_TRUE(member("standard_trap", "Color.RED", "RED").is(stand));
+  EXPECT_TRUE(member("re", "RegexFlag", "IGNORECASE").is(eval("re.I")));
+  EXPECT_EQ(py::len(ns_["CALLS"]), 0u) << "looking a class up ran a module __getattr__";
+}
+
+TEST_F(StandardValueTest, SendsSubclassesOtherTzinfosFlagSetsAndOversizedValuesByReference) {
+  py::list values = ns_["BY_REFERENCE"];
+  for (auto value : values) {
+    size_t before = peer_.exported.size();
+    EXPECT_EQ(kindOf(value), wire::Value::REF) << repr(value);
+    EXPECT_EQ(peer_.exported.size(), before + 1) << repr(value);
+  }
+}
+
+TEST_F(StandardValueTest, RefusesDatesAndTimesOutOfRange) {
+  auto date = [&](unsigned y, unsigned m, unsigned d) {
+    return throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        auto out = v.initDate();
+        out.setYear(uint16_t(y));
+        out.setMonth(uint8_t(m));
+        out.setDay(uint8_t(d));
+      });
+    }, "bad date");
+  };
+  EXPECT_TRUE(date(0, 1, 1));
+  EXPECT_TRUE(date(10000, 1, 1));
+  EXPECT_TRUE(date(2024, 0, 1));
+  EXPECT_TRUE(date(2024, 13, 1));
+  EXPECT_TRUE(date(2023, 2, 29));
+  EXPECT_TRUE(date(1900, 2, 29));
+  EXPECT_TRUE(date(2024, 4, 31));
+  EXPECT_TRUE(date(2024, 1, 0));
+  auto time = [&](unsigned h, unsigned m, unsigned s, uint32_t us) {
+    return throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        auto out = v.initDatetime();
+        out.initDate().setYear(2020);
+        out.getDate().setMonth(1);
+        out.getDate().setDay(1);
+        auto t = out.initTime();
+        t.setHour(uint8_t(h));
+        t.setMinute(uint8_t(m));
+        t.setSecond(uint8_t(s));
+        t.setMicrosecond(us);
+      });
+    }, "bad time");
+  };
+  EXPECT_TRUE(time(24, 0, 0, 0));
+  EXPECT_TRUE(time(0, 60, 0, 0));
+  EXPECT_TRUE(time(0, 0, 60, 0));
+  EXPECT_TRUE(time(0, 0, 0, 1000000));
+  // A datetime without its date is 0-0-0.
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([](wire::StandardValue::Builder v) { v.initDatetime(); });
+  }, "bad date"));
+}
+
+TEST_F(StandardValueTest, RefusesTimedeltasAndTimezonesOutOfRange) {
+  auto delta = [&](int32_t days, uint32_t seconds, uint32_t micros) {
+    return throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        auto d = v.initTimedelta();
+        d.setDays(days);
+        d.setSeconds(seconds);
+        d.setMicroseconds(micros);
+      });
+    }, "bad timedelta");
+  };
+  EXPECT_TRUE(delta(1000000000, 0, 0));
+  EXPECT_TRUE(delta(-1000000000, 0, 0));
+  EXPECT_TRUE(delta(0, 86400, 0));
+  EXPECT_TRUE(delta(0, 0, 1000000));
+  for (int64_t offset : {int64_t{86400} * 1000000, -int64_t{86400} * 1000000, INT64_MIN}) {
+    EXPECT_TRUE(throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        v.initTimezone().setOffsetMicroseconds(offset);
+      });
+    }, "a day or more")) << offset;
+  }
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([&](wire::StandardValue::Builder v) {
+      auto zone = v.initTime().getTzinfo().initTimezone();
+      zone.getName().initNamed(kMaxStandardTextBytes + 1);
+    });
+  }, "size limit"));
+}
+
+TEST_F(StandardValueTest, RefusesDecimalsWithBadDigitsOrExponentsOrOverTheLimit) {
+  auto decimal = [&](std::string digits, int64_t exponent, wire::DecimalNumber::Kind kind,
+                     const char* message) {
+    return throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        auto d = v.initDecimal();
+        d.setDigits(digits);
+        d.setExponent(exponent);
+        d.setKind(kind);
+      });
+    }, message);
+  };
+  using Kind = wire::DecimalNumber::Kind;
+  EXPECT_TRUE(decimal("12a", 0, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal("1E5", 0, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal("", 0, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal("-1", 0, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal("1", kMaxDecimalExponent + 1, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal("1", -kMaxDecimalExponent - 1, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal("1", INT64_MIN, Kind::FINITE, "bad Decimal"));
+  EXPECT_TRUE(decimal(std::string(kMaxDecimalDigits + 1, '1'), 0, Kind::FINITE, "size limit"));
+  EXPECT_TRUE(decimal("1", 0, Kind::INFINITE, "with digits"));
+  EXPECT_TRUE(decimal("1", 0, Kind(7), "unknown kind"));
+  // At the limits: rebuilt, and in bounded time.
+  auto start = std::chrono::steady_clock::now();
+  py::object big = decodeStandard([](wire::StandardValue::Builder v) {
+    auto d = v.initDecimal();
+    d.setDigits(std::string(kMaxDecimalDigits, '9'));
+    d.setExponent(-kMaxDecimalExponent);
+  });
+  EXPECT_LT(test::secondsSince(start), 1.0);
+  EXPECT_EQ(py::len(big.attr("as_tuple")().attr("digits")), kMaxDecimalDigits);
+  // Within each bound, but no Decimal (its adjusted exponent is past the module's): refused.
+  EXPECT_TRUE(decimal("99", kMaxDecimalExponent, Kind::FINITE, "does not rebuild"));
+}
+
+TEST_F(StandardValueTest, RefusesFractionsWithBadTermsOrOverTheLimit) {
+  auto fraction = [&](std::string numerator, std::string denominator, const char* message) {
+    return throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        auto f = v.initFraction();
+        f.setNumerator(bytesOf(numerator));
+        f.setDenominator(bytesOf(denominator));
+      });
+    }, message);
+  };
+  EXPECT_TRUE(fraction("\x01", std::string("\x00", 1), "not positive"));
+  EXPECT_TRUE(fraction("\x01", "\xff", "not positive"));  // -1
+  EXPECT_TRUE(fraction("", "\x01", "bad size"));
+  EXPECT_TRUE(fraction("\x01", std::string(kMaxFractionBits / 8 + 2, '\x01'), "bad size"));
+  // The most bytes, but one bit more than the limit.
+  EXPECT_TRUE(fraction(std::string(kMaxFractionBits / 8, '\x00') + "\x01", "\x01", "size limit"));
+  // Not in lowest terms: normalized, as Fraction does.
+  EXPECT_TRUE(decodeStandard([](wire::StandardValue::Builder v) {
+    auto f = v.initFraction();
+    f.setNumerator(bytesOf("\x02"));
+    f.setDenominator(bytesOf("\x04"));
+  }).equal(eval("fractions.Fraction(1, 2)")));
+  // At the limit (two coprime terms of kMaxFractionBits bits): in bounded time.
+  py::object a = eval("fractions.Fraction(2**65535 + 1, 2**65535 - 1)");
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(roundTrip(a).equal(a));
+  EXPECT_LT(test::secondsSince(start), 1.0);
+}
+
+TEST_F(StandardValueTest, RefusesUuidsAndPathsOfBadSizes) {
+  for (size_t size : {0, 15, 17}) {
+    EXPECT_TRUE(throwsKj(kFailed, [&] {
+      decodeStandard([&](wire::StandardValue::Builder v) {
+        v.initUuid().initBytes(unsigned(size));
+      });
+    }, "bad size")) << size;
+  }
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([&](wire::StandardValue::Builder v) {
+      v.initUuid().initBytes(16);
+      v.getUuid().setIsSafe(wire::Uuid::Safety(3));
+    });
+  }, "unknown safety"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([](wire::StandardValue::Builder v) {
+      v.initPath().initText(kMaxStandardTextBytes + 1);
+    });
+  }, "size limit"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([](wire::StandardValue::Builder v) {
+      v.initPath().setFlavour(wire::PathValue::Flavour(3));
+    });
+  }, "unknown flavour"));
+}
+
+TEST_F(StandardValueTest, AcceptsOnlyDtypeStringsOfTheFixedGrammar) {
+  for (const char* good : {"<i8", ">i4", "|b1", "=u2", "<f2", "<f16", "<c32", "<M8", "<m8[ns]",
+                           "<M8[10ms]", "<M8[Y]", "<m8[generic]"}) {
+    bool isGood = std::string(good) != "<m8[generic]";
+    EXPECT_EQ(StandardValues::isDtypeString(good, true), isGood) << good;
+  }
+  for (const char* bad : {"", "i8", "<i3", "<f", "|O", "|O8", "|V8", "<U5", "|S3", "<i8 ", "<M8[",
+                          "<M8[]", "<M8[xs]", "<M8[1234567890s]", "<i8,<i8", "<T16", "?b1"}) {
+    EXPECT_FALSE(StandardValues::isDtypeString(bad, true)) << bad;
+  }
+  // Strings and bytes of a length are dtypes, never scalars.
+  EXPECT_TRUE(StandardValues::isDtypeString("<U5", false));
+  EXPECT_TRUE(StandardValues::isDtypeString("|S0", false));
+  EXPECT_FALSE(StandardValues::isDtypeString("<U1234567890", false));
+  EXPECT_FALSE(StandardValues::isDtypeString("|O", false));
+  EXPECT_FALSE(StandardValues::isDtypeString("|V8", false));
+}
+
+TEST_F(StandardValueTest, RefusesNumpyValuesOutsideTheGrammarOrWithBytesThatDoNotFit) {
+  peer_.exported.push_back(eval("object()"));
+  auto scalar = [&](const char* dtype, std::string data) {
+    return decodeStandard([&](wire::StandardValue::Builder v) {
+      auto s = v.initNumpyScalar();
+      s.setDtype(dtype);
+      s.setData(bytesOf(data));
+      s.initOriginal().initRef().setId(1);
+    });
+  };
+  // Refused whether or not this process has numpy: the fields are checked first.
+  EXPECT_TRUE(throwsKj(kFailed, [&] { scalar("|O", std::string(8, '\0')); }, "grammar"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { scalar("|V8", std::string(8, '\0')); }, "grammar"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { scalar("<i8", std::string(33, '\0')); }, "size limit"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([](wire::StandardValue::Builder v) { v.initNumpyDtype().setDtype("|O"); });
+  }, "grammar"));
+  // The original must be a ref or a back: nothing the receiver could be made to build.
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([](wire::StandardValue::Builder v) {
+      auto s = v.initNumpyScalar();
+      s.setDtype("<i8");
+      s.initData(8);
+      s.initOriginal().setInt(5);
+    });
+  }, "not a ref or back"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] {
+    decodeStandard([](wire::StandardValue::Builder v) {
+      auto m = v.initEnumMember();
+      m.setModule("re");
+      m.setQualname("RegexFlag");
+      m.setName("I");
+      m.initOriginal().initStandard().initDate();
+    });
+  }, "not a ref or back"));
+  py::object numpy;
+  try {
+    numpy = py::module_::import("numpy");
+  } catch (py::error_already_set&) {
+    // Without numpy a scalar arrives as its original; test_interop_values.py covers both sides.
+    EXPECT_TRUE(scalar("<i8", std::string(8, '\0')).is(peer_.exported[0]));
+    return;
+  }
+  EXPECT_TRUE(throwsKj(kFailed, [&] { scalar("<i8", std::string(7, '\0')); }, "do not fit"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { scalar("<f8", std::string(16, '\0')); }, "do not fit"));
+  EXPECT_TRUE(throwsKj(kFailed, [&] { scalar("|b1", "\x02"); }, "not 0 or 1"));
+  py::object one = scalar("<i8", std::string("\x01\0\0\0\0\0\0\0", 8));
+  EXPECT_TRUE(py::type::handle_of(one).is(numpy.attr("int64")));
+  EXPECT_EQ(one.cast<int64_t>(), 1);
+}
+
+TEST_F(StandardValueTest, RoundTripsNumpyScalarsAndDtypesWhenNumpyIsThere) {
+  py::object numpy;
+  try {
+    numpy = py::module_::import("numpy");
+  } catch (py::error_already_set&) {
+    GTEST_SKIP() << "numpy is not importable in the embedded interpreter; "
+                    "tests/python/test_interop_values.py covers numpy values";
+  }
+  ns_["np"] = numpy;
+  py::list values = eval(
+      "[np.int8(-1), np.uint64(2**64 - 1), np.float16(1.5), np.float64('nan'),"
+      " np.longdouble(1) / 3,"
+      " np.complex64(1 + 2j), np.clongdouble(3j), np.bool_(True), np.datetime64('2020-01-01'),"
+      " np.datetime64('NaT'), np.timedelta64(5, 'ms'), np.datetime64(7, '10ms')]");
+  for (auto value : values) {
+    EXPECT_EQ(kindOf(value), wire::Value::STANDARD) << repr(value);
+    py::object back = roundTrip(value);
+    EXPECT_TRUE(py::type::handle_of(back).is(py::type::handle_of(value))) << repr(value);
+    EXPECT_EQ(repr(back), repr(value));
+  }
+  for (const char* dtype : {"int64", ">i4", "bool", "complex128", "M8[ns]", "U5", "S3"}) {
+    py::object d = numpy.attr("dtype")(dtype);
+    EXPECT_EQ(kindOf(d), wire::Value::STANDARD) << dtype;
+    EXPECT_TRUE(roundTrip(d).equal(d)) << dtype;
+  }
+  EXPECT_TRUE(roundTrip(numpy.attr("dtype")("int64")).is(numpy.attr("dtype")("int64")));
+  // Object dtypes, structured dtypes, dtypes with metadata, strings: by reference.
+  py::list others = eval("[np.dtype(object), np.dtype([('a', 'i4')]),"
+                         " np.dtype('i8', metadata={'k': 1}),"
+                         " np.str_('s'), np.bytes_(b'b'), np.void(b'v'), np.array([1])]");
+  for (auto value : others) EXPECT_EQ(kindOf(value), wire::Value::REF) << repr(value);
+}
+
+TEST_F(StandardValueTest, CountsTheOutOfBandBytesInAnOriginalsClassInfo) {
+  capnp::MallocMessageBuilder message;
+  auto member = message.initRoot<wire::Message>().initRequest().initArgs(1)[0]
+                    .initStandard().initEnumMember();
+  auto buffer = member.initOriginal().initRef().initClassInfo().initBases(1)[0].initBuffer();
+  buffer.setSize(12345);
+  buffer.setAddress(4096);
+  EXPECT_EQ(ValueCodec::outOfBandBytes(message.getRoot<wire::Message>().asReader()).bytes, 12345u);
+}
+
+TEST_F(StandardValueTest, AStandardValueAtTheDepthLimitCanBeReadBack) {
+  for (const char* leaf : {"datetime.datetime(2020, 1, 1, tzinfo=EST)", "Color.RED"}) {
+    for (const char* kind : {"list", "dict"}) {
+      py::object deep = ns_["nest"](kind, kMaxValueDepth, eval(leaf));
+      py::object back;
+      try {
+        back = roundTrip(deep);
+      } catch (const kj::Exception& e) {
+        ADD_FAILURE() << leaf << " in " << kind << " nested " << kMaxValueDepth
+                      << " deep was encoded but cannot be read: " << e.getDescription().cStr();
+        continue;
+      }
+      EXPECT_TRUE(back.equal(deep)) << leaf << " in " << kind;
+    }
+  }
 }
 
 }  // namespace
