@@ -348,6 +348,8 @@ class IsolationContext:
                     # A module proxy of an ended child (restart='auto'): the same proxy, imported
                     # again in the new child.
                     self._reimport(module)
+                if _register:
+                    self._register_module(name, module)
                 return module
             paths = [os.fspath(p) for p in (path or ())]
             try:
@@ -357,14 +359,19 @@ class IsolationContext:
                 raise
             self._modules[name] = module
             self._module_paths.setdefault(name, paths)
-            existing = sys.modules.get(name)
-            if _register and (existing is None or _core.isproxy(existing)):
-                sys.modules[name] = module
-                self._registered[name] = module
-                self._registering.add(name)
+            if _register:
+                self._register_module(name, module)
             return module
 
     import_module = load_module
+
+    def _register_module(self, name, module):
+        """Puts `module` in sys.modules[name] unless a real module of that name is there."""
+        existing = sys.modules.get(name)
+        if existing is None or (existing is not module and _core.isproxy(existing)):
+            sys.modules[name] = module
+            self._registered[name] = module
+            self._registering.add(name)
 
     def call(self, func, *args, **kwargs):
         """Runs ``func(*args, **kwargs)`` in the child and returns the result.
@@ -464,13 +471,16 @@ def default_context() -> IsolationContext:
         return _default
 
 
-def import_isolated(name, path=None, *, context=None):
+def import_isolated(name, path=None, *, context=None, register=True):
     """Imports module ``name`` in an isolated child and returns a proxy to it.
 
     Args:
         name: the module's name; dotted names return that submodule.
         path: directories prepended to the child's ``sys.path``.
         context: the IsolationContext to use; the default context when None.
+        register: put the proxy in ``sys.modules[name]`` (unless a real module of that name is
+            already there), so that a later ``import name`` anywhere gets the isolated module.
+            False leaves ``sys.modules`` alone.
 
     Returns:
         The module proxy (the same one for the same name and context).
@@ -479,7 +489,7 @@ def import_isolated(name, path=None, *, context=None):
         Whatever the import raised in the child (ImportError, ...), re-raised here;
         ProcessTerminationError if the child dies.
     """
-    return (context or default_context()).load_module(name, path)
+    return (context or default_context()).load_module(name, path, _register=register)
 
 
 def load_module(name, path=None):

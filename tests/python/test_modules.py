@@ -80,6 +80,15 @@ def test_imported_module_is_registered_in_sys_modules_until_the_child_ends(ctx):
     assert 'isofix_basic' not in sys.modules
 
 
+def test_import_isolated_with_register_false_leaves_sys_modules_alone(ctx):
+    assert 'isofix_basic' not in sys.modules
+    module = import_isolated('isofix_basic', context=ctx, register=False)
+    assert isproxy(module) and module.add(2, 3) == 5
+    assert 'isofix_basic' not in sys.modules
+    assert import_isolated('isofix_basic', context=ctx) is module  # same proxy, now registered
+    assert sys.modules['isofix_basic'] is module
+
+
 def test_a_real_module_in_sys_modules_is_not_replaced_by_the_proxy(ctx):
     import json
     remote = ctx.load_module('json')
